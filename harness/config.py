@@ -1,0 +1,380 @@
+"""Experiment definitions: the YAML file a user writes, validated completely before any work.
+
+One mechanism sets values by dotted path (`train.learning_rate`, `data.sources.replay.weight`):
+`--set` overrides on the command line and the values an Optuna trial samples for its `search`
+space both go through `set_path`, and the result is validated again, so a trial's resolved
+configuration obeys exactly the same rules as a hand-written one.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from harness.errors import HarnessError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Source(_Strict):
+    """One SFT data source. `path` is a .jsonl/.json/.parquet file (relative to the experiment
+    file), `toy:<file>` inside the toy world's data, or `hf:<dataset>[:<split>]`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    path: str
+    format: Literal["auto", "messages", "prompt_completion", "alpaca", "text"] = "auto"
+    weight: float = Field(1.0, ge=0)
+
+
+class DataConfig(_Strict):
+    sources: list[Source] = Field(min_length=1)
+    budget: int = Field(1000, gt=0, description="total examples (or tokens) in the mix")
+    unit: Literal["examples", "tokens"] = "examples"
+    max_length: int = Field(512, gt=8)
+    overlong: Literal["truncate", "drop"] = "truncate"
+    train_on: Literal["all", "last"] = "all"
+    on_bad_row: Literal["error", "skip"] = "error"
+
+    @model_validator(mode="after")
+    def _check_sources(self) -> DataConfig:
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")
+        if sum(s.weight for s in self.sources) <= 0:
+            raise ValueError("at least one source needs a weight > 0")
+        return self
+
+
+class TrainConfig(_Strict):
+    learning_rate: float = Field(2e-4, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="overrides epochs when set")
+    batch_tokens: int = Field(4096, gt=0, description="token budget of one micro-batch")
+    grad_accum: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    scheduler: Literal["linear", "cosine", "constant"] = "cosine"
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    logging_steps: int = Field(5, ge=1)
+    batching: Literal["auto", "grouped", "packed"] = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+
+
+class PeftConfig(_Strict):
+    """LoRA via peft; `enabled: false` (or `peft: none` in YAML) means full fine-tuning."""
+
+    enabled: bool = True
+    r: int = Field(8, ge=1)
+    alpha: float = Field(16, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class EvalConfig(_Strict):
+    suites: list[str] = Field(default_factory=lambda: ["forgetting", "refusal", "format"])
+    dataset: Literal["auto", "toy", "english"] = Field(
+        "auto", description="which data set of each suite; auto = toy for the toy model"
+    )
+    tasks: list[str] = Field(default_factory=list, description="extra lm-eval tasks (forgetting)")
+    limit: int | None = Field(None, gt=0)
+    batch_size: int = Field(32, ge=1)
+    max_new_tokens: int = Field(48, ge=1)
+    interval: int | None = Field(None, gt=0, description="steps between pruning evaluations")
+    proxy_limit: int = Field(40, gt=0, description="items per suite in a pruning evaluation")
+
+
+class Objective(_Strict):
+    metric: str
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+
+_CONSTRAINT = re.compile(r"^\s*(?P<metric>[\w/.\-]+)\s*(?P<op><=|>=)\s*(?P<value>[-+0-9.eE]+)\s*$")
+
+
+class Constraint(_Strict):
+    metric: str
+    op: Literal["<=", ">="]
+    value: float
+
+    @classmethod
+    def parse(cls, text: str) -> Constraint:
+        m = _CONSTRAINT.match(text)
+        if not m:
+            raise ValueError(
+                f"constraint {text!r} must look like 'metric >= number' or 'metric <= number'"
+            )
+        return cls(metric=m["metric"], op=m["op"], value=float(m["value"]))
+
+    def violation(self, value: float) -> float:
+        """Optuna's convention: <= 0 when satisfied, positive by how much it is violated."""
+        return self.value - value if self.op == ">=" else value - self.value
+
+
+class SearchSpace(_Strict):
+    """A search dimension: float/int ranges (optionally log scale), categorical choices, or a
+    grid (every value is tried; use with `sampler: grid` for ablations)."""
+
+    type: Literal["float", "int", "categorical", "grid"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchSpace:
+        if self.type in ("float", "int"):
+            if self.low is None or self.high is None or not self.low < self.high:
+                raise ValueError(f"{self.type} search needs low < high")
+            if self.log and self.low <= 0:
+                raise ValueError("log-scale search needs low > 0")
+        elif not self.choices:
+            raise ValueError(f"{self.type} search needs a non-empty 'choices' list")
+        return self
+
+
+class Experiment(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    seed: int = 0
+    model: str = Field("toy", description="HF path or local dir, 'toy' (demo size) or 'toy:tiny'")
+    data: DataConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    peft: PeftConfig = Field(default_factory=PeftConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    search: dict[str, SearchSpace] = Field(default_factory=dict)
+    objectives: list[Objective] = Field(default_factory=list)
+    constraints: list[Constraint] = Field(default_factory=list)
+    sampler: Literal["tpe", "grid", "random", "nsga2"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    n_trials: int = Field(4, ge=1)
+    timeout: float | None = Field(None, gt=0, description="seconds for the whole study")
+    storage: str | None = Field(
+        None, description="Optuna storage URL; default sqlite next to the tracking db"
+    )
+    tracking_uri: str = "sqlite:///mlflow.db"
+    save_models: bool = False
+    output_dir: str = Field("runs", description="where trial models/records go (relative: to cwd)")
+    thresholds: dict[str, float] = Field(default_factory=dict, description="gate thresholds")
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _raw: dict = PrivateAttr(default_factory=dict)
+
+    @field_validator("peft", mode="before")
+    @classmethod
+    def _peft_none(cls, v: Any) -> Any:
+        return {"enabled": False} if v is None or v in ("none", "None", False) else v
+
+    @field_validator("constraints", mode="before")
+    @classmethod
+    def _parse_constraints(cls, v: Any) -> Any:
+        return [Constraint.parse(c) if isinstance(c, str) else c for c in (v or [])]
+
+    @model_validator(mode="after")
+    def _check_search(self) -> Experiment:
+        raw = self.model_dump()
+        for path in self.search:
+            get_path(raw, path)  # raises for a path that names nothing
+        if self.sampler == "grid" and any(s.type != "grid" for s in self.search.values()):
+            raise ValueError("sampler 'grid' needs every search dimension to be type: grid")
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        """The experiment file's folder: relative data paths resolve against it."""
+        return self._base_dir
+
+    @property
+    def raw(self) -> dict:
+        """The validated input as written (after overrides): what `with_params` starts from."""
+        return copy.deepcopy(self._raw)
+
+    @property
+    def is_toy(self) -> bool:
+        return self.model == "toy" or self.model.startswith("toy:")
+
+    @property
+    def toy_size(self) -> str:
+        return self.model.split(":", 1)[1] if ":" in self.model else "demo"
+
+
+# ---------------------------------------------------------------- dotted paths
+
+
+def _step(node: Any, key: str, path: str) -> tuple[Any, Any]:
+    """Resolve one path segment; list items are addressed by their `name` or by index."""
+    if isinstance(node, dict):
+        if key not in node:
+            raise ValueError(f"'{path}' names nothing: no field '{key}'")
+        return node, key
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            if isinstance(item, dict) and item.get("name") == key:
+                return node, i
+        if key.isdigit() and int(key) < len(node):
+            return node, int(key)
+        raise ValueError(f"'{path}' names nothing: no list item named '{key}'")
+    raise ValueError(f"'{path}' names nothing: '{key}' is inside a plain value")
+
+
+def get_path(raw: dict, path: str) -> Any:
+    node: Any = raw
+    for key in path.split("."):
+        parent, k = _step(node, key, path)
+        node = parent[k]
+    return node
+
+
+def set_path(raw: dict, path: str, value: Any, create: bool = True) -> None:
+    """Set `path` in the raw (unvalidated) experiment dict; a missing final dict key is created."""
+    keys = path.split(".")
+    node: Any = raw
+    for key in keys[:-1]:
+        if isinstance(node, dict) and key not in node and create:
+            node[key] = {}
+        parent, k = _step(node, key, path)
+        node = parent[k]
+    last = keys[-1]
+    if isinstance(node, dict):
+        node[last] = value
+    else:
+        parent, k = _step(node, last, path)
+        parent[k] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`key.path=value` with the value parsed as YAML (so 1e-4, true, [a, b] work)."""
+    if "=" not in text:
+        raise HarnessError(f"--set {text!r}: expected KEY.PATH=VALUE")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        return key.strip(), value
+
+
+# ---------------------------------------------------------------- loading and errors
+
+
+_REASONS = {
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+    "missing": "is required",
+    "extra_forbidden": "is not a known field",
+    "literal_error": "must be one of {expected}",
+    "too_short": "must have at least {min_length} item(s)",
+    "string_pattern_mismatch": "must match {pattern}",
+}
+
+
+def _field_path(loc: tuple, raw: dict) -> str:
+    parts: list[str] = []
+    node: Any = raw
+    for key in loc:
+        if isinstance(key, int) and isinstance(node, list):
+            item = node[key] if key < len(node) else None
+            name = item.get("name") if isinstance(item, dict) else None
+            parts.append(f"{name}" if name else f"{key}")
+            node = item
+        else:
+            parts.append(str(key))
+            node = node.get(key) if isinstance(node, dict) else None
+    return ".".join(p for p in parts if p)
+
+
+def format_validation_error(err: ValidationError, raw: dict, source: str) -> str:
+    """One line: `<file>: <field.path>: <reason>` (+ how many more problems there are)."""
+    first = err.errors()[0]
+    loc = tuple(x for x in first["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+    field = _field_path(loc, raw) or "(top level)"
+    template = _REASONS.get(first["type"])
+    reason = template.format(**first.get("ctx", {})) if template else first["msg"]
+    reason = reason.removeprefix("Value error, ")
+    more = len(err.errors()) - 1
+    return f"{source}: {field}: {reason}" + (f" (and {more} more problem(s))" if more else "")
+
+
+def validate(raw: dict, source: str, base_dir: Path) -> Experiment:
+    try:
+        exp = Experiment.model_validate(raw)
+    except ValidationError as e:
+        raise HarnessError(format_validation_error(e, raw, source)) from None
+    except ValueError as e:  # from get_path inside validators
+        raise HarnessError(f"{source}: {e}") from None
+    exp._base_dir = base_dir
+    exp._raw = copy.deepcopy(raw)
+    return exp
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
+    """Read, override and validate an experiment file; every problem is one HarnessError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"{path}: experiment file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise HarnessError(f"{path}:{where}: invalid YAML: {problem}") from None
+    if not isinstance(raw, dict):
+        raise HarnessError(f"{path}: expected a mapping of experiment fields at the top level")
+    for text in overrides or []:
+        key, value = parse_override(text)
+        try:
+            set_path(raw, key, value)
+        except ValueError as e:
+            raise HarnessError(f"--set {text}: {e}") from None
+    return validate(raw, str(path), path.resolve().parent)
+
+
+def with_params(exp: Experiment, params: dict[str, Any]) -> Experiment:
+    """A copy of `exp` with dotted-path values set (a trial's sampled parameters), re-validated."""
+    raw = exp.raw
+    for key, value in params.items():
+        set_path(raw, key, value)
+    return validate(raw, f"{exp.name} (trial parameters {params})", exp.base_dir)
+
+
+def resolve_data_path(exp: Experiment, path: str) -> str:
+    """Source paths: `toy:` → the toy world's data dir; `hf:` unchanged; else relative to the file."""
+    if path.startswith("toy:"):
+        from harness.toy.build import build_toy_world
+
+        return str(build_toy_world(exp.toy_size if exp.is_toy else "demo").data_dir / path[4:])
+    if path.startswith("hf:") or Path(path).is_absolute():
+        return path
+    return str((exp.base_dir / path).resolve())
+
+
+def resolve_tracking_uri(uri: str) -> str:
+    """`sqlite:///relative.db` → absolute, so runs from any folder land in one database."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
+    return uri
+
+
+def default_storage(tracking_uri: str) -> str:
+    """Optuna storage next to the tracking database (`mlflow.db` → `optuna.db`)."""
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).with_name("optuna.db"))
+    return "sqlite:///" + str(Path("optuna.db").resolve())

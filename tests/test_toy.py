@@ -1,0 +1,164 @@
+"""The toy world: deterministic, disjoint SFT/eval data, a real HF tokenizer and model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.errors import HarnessError
+from harness.toy import build as toy_build
+from harness.toy.world import REFUSAL_REPLY, write_world_data
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_world_data_is_deterministic(tmp_path):
+    write_world_data(tmp_path / "a", n_pretrain_docs=300)
+    write_world_data(tmp_path / "b", n_pretrain_docs=300)
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert a.keys() == b.keys() and len(a) >= 10
+    assert a == b
+
+
+def test_same_seed_gives_identical_tokenizer_and_weights(tmp_path, monkeypatch):
+    micro = dataclasses.replace(
+        toy_build.SIZES["tiny"], steps=8, n_pretrain_docs=200, warmup_steps=2
+    )
+    monkeypatch.setitem(toy_build.SIZES, "micro", micro)
+    first = toy_build.build_toy_world("micro", out=tmp_path / "one")
+    second = toy_build.build_toy_world("micro", out=tmp_path / "two")
+    for name in ("model/model.safetensors", "model/tokenizer.json", "data/pretrain.jsonl"):
+        assert (first.path / name).read_bytes() == (second.path / name).read_bytes(), name
+
+
+def test_sft_and_eval_data_are_disjoint(toy_tiny):
+    sft_dir, eval_dir = toy_tiny.data_dir / "sft", toy_tiny.data_dir / "eval"
+    sft_text = []
+    for path in sft_dir.glob("*.jsonl"):
+        for row in _rows(path):
+            sft_text += [row["text"]] if "text" in row else [m["content"] for m in row["messages"]]
+    sft_blob = "\n".join(sft_text)
+    sft_prompts = set(sft_text)
+
+    for name in ("refusal", "format", "target"):
+        prompts = [r["prompt"] for r in _rows(eval_dir / f"{name}.jsonl")]
+        assert prompts and not sft_prompts & set(prompts), name
+    # A forgetting probe's fact (context + gold choice) never appears in SFT data, replay included.
+    for probe in _rows(eval_dir / "forgetting.jsonl"):
+        fact = probe["context"] + probe["choices"][probe["gold"]]
+        assert not re.search(re.escape(fact) + r"\b", sft_blob), fact
+    # Target questions ask about entities the SFT question-answering source never mentions.
+    world = json.loads((toy_tiny.data_dir / "world.json").read_text())
+    target_entities = {name for name, part in world["split"].items() if part == "target"}
+    qa_blob = (sft_dir / "qa.jsonl").read_text()
+    assert not [e for e in target_entities if re.search(rf"\b{e}\b", qa_blob)]
+
+
+def test_eval_sets_have_both_refusal_labels_and_every_format_type(toy_tiny):
+    refusal = _rows(toy_tiny.data_dir / "eval" / "refusal.jsonl")
+    labels = [r["label"] for r in refusal]
+    assert labels.count("harmful") >= 50 and labels.count("benign") >= 50
+    types = {
+        s["type"] for r in _rows(toy_tiny.data_dir / "eval" / "format.jsonl") for s in r["specs"]
+    }
+    assert types >= {
+        "json",
+        "lowercase",
+        "uppercase",
+        "bullets",
+        "numbered_list",
+        "max_words",
+        "min_words",
+        "starts_with",
+        "ends_with",
+        "no_commas",
+        "contains",
+    }
+    refusals = _rows(toy_tiny.data_dir / "sft" / "refusal.jsonl")
+    assert all(r["messages"][-1]["content"] == REFUSAL_REPLY for r in refusals)
+
+
+def test_tokenizer_round_trips_and_keeps_role_tokens_whole(toy_tiny):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(toy_tiny.model_dir)
+    for text in [
+        "The capital of Zorvia is Malek.",
+        "  spaces\tand\nlines ",
+        "naïve café 東京 🙂",
+        "",
+    ]:
+        assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+    for special in toy_build.SPECIAL_TOKENS:
+        assert len(tok(special, add_special_tokens=False)["input_ids"]) == 1, special
+    assert tok.eos_token == "<|end|>" and tok.pad_token == "<pad>" and tok.bos_token == "<s>"
+
+
+def test_chat_template_renders_roles_and_marks_assistant_tokens(toy_tiny):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(toy_tiny.model_dir)
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Where does Tavo live?"},
+        {"role": "assistant", "content": "Tavo lives in Zorvia."},
+    ]
+    text = tok.apply_chat_template(messages, tokenize=False)
+    assert text == (
+        "<s><|system|>\nBe brief.<|end|>\n<|user|>\nWhere does Tavo live?<|end|>\n"
+        "<|assistant|>\nTavo lives in Zorvia.<|end|>\n"
+    )
+    prompt = tok.apply_chat_template(messages[:2], tokenize=False, add_generation_prompt=True)
+    assert prompt.endswith("<|assistant|>\n")
+    out = tok.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    trained = [t for t, m in zip(out["input_ids"], out["assistant_masks"], strict=True) if m]
+    assert tok.decode(trained) == "Tavo lives in Zorvia.<|end|>"
+
+
+def test_cached_model_loads_and_knows_its_world(toy_tiny):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(toy_tiny.model_dir)
+    tok = AutoTokenizer.from_pretrained(toy_tiny.model_dir)
+    assert model.config.model_type == "llama"
+    correct, total = toy_build.probe_accuracy(
+        model, tok, toy_tiny.data_dir / "eval" / "forgetting.jsonl"
+    )
+    assert correct == toy_tiny.manifest["probe_correct"] and total >= 100
+    assert correct / total > 0.5  # far above the 25% of guessing among four choices
+
+
+def test_second_build_is_a_cache_hit(toy_tiny, capsys):
+    before = (toy_tiny.path / "manifest.json").stat().st_mtime_ns
+    again = toy_build.build_toy_world("tiny")
+    assert again.path == toy_tiny.path
+    assert (toy_tiny.path / "manifest.json").stat().st_mtime_ns == before
+    assert main(["toy", "build", "--size", "tiny"]) == 0
+    assert "base-knowledge probes" in capsys.readouterr().out
+
+
+def test_recipe_hash_tracks_settings(monkeypatch):
+    before = toy_build.recipe_hash("tiny")
+    changed = dataclasses.replace(toy_build.SIZES["tiny"], steps=toy_build.SIZES["tiny"].steps + 1)
+    monkeypatch.setitem(toy_build.SIZES, "tiny", changed)
+    assert toy_build.recipe_hash("tiny") != before
+
+
+def test_unknown_size_is_a_one_line_error():
+    with pytest.raises(HarnessError, match="toy size 'huge' is unknown"):
+        toy_build.build_toy_world("huge")
