@@ -24,9 +24,104 @@ def _not_built(verb: str, issue: str) -> Callable[[argparse.Namespace], int]:
 def _toy_build(args: argparse.Namespace) -> int:
     from harness.toy.build import build_toy_world, summary
 
-    world = build_toy_world(size=args.size, out=args.out, force=args.force)
+    world = build_toy_world(size=args.size, out=args.out, force=args.force, verbose=False)
     print(summary(world))
     return EXIT_OK
+
+
+def _train(args: argparse.Namespace) -> int:
+    from harness.config import load_experiment
+    from harness.train import train_and_save
+
+    exp = load_experiment(args.experiment, args.overrides)
+    result, weights = train_and_save(exp, args.out)
+    mix = result.lineage["trained"]
+    total_params = max(result.total_params, 1)
+    audit = result.lineage["mask_audit"]["total"]
+    final = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
+    print(f"status: {result.status}" + (f" ({result.reason})" if result.reason else ""))
+    print(
+        f"steps: {result.steps}  final loss: {final}  "
+        f"{result.tokens_per_second:,.0f} tokens/s  {result.seconds:.1f}s  "
+        f"peak memory {result.peak_memory_mb:,.0f} MB"
+    )
+    realised = result.lineage["mix"]
+    print(
+        f"mix ({realised['unit']}): "
+        + ", ".join(f"{n} {e['realised_share']:.1%}" for n, e in realised["sources"].items())
+        + "; trained tokens: "
+        + ", ".join(f"{n} {e['trainable_token_share']:.1%}" for n, e in mix.items())
+    )
+    print(
+        f"trainable: {result.trainable_params / total_params:.2%} of {result.total_params:,} parameters, "
+        f"{audit['trainable_share']:.1%} of tokens; batching {result.batching} "
+        f"(padding {result.padding_fraction:.1%})"
+    )
+    where = weights.parent
+    if result.status == "nan":
+        print(f"saved config and lineage (no weights: the run diverged) to {where}")
+        return EXIT_FINDING
+    print(f"saved {weights.name} to {weights}; config and lineage in {where}")
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from harness.config import load_experiment
+    from harness.study import print_table, run_study, write_report
+
+    exp = load_experiment(args.experiment, args.overrides)
+    outcome = run_study(exp, n_trials=args.n_trials, storage=args.storage)
+    outcome.report_dir = write_report(outcome, exp)
+    print_table(outcome, exp)
+    complete = [t for t in outcome.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    return EXIT_OK if complete else EXIT_FINDING
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import time
+
+    from harness.config import EvalConfig
+    from harness.evaluate import evaluate_model, format_summary
+
+    suites = [s.strip() for s in args.suites.split(",") if s.strip()]
+    if args.limit is not None and args.limit < 1:
+        raise HarnessError(f"--limit {args.limit}: must be at least 1")
+    out = args.out or f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = evaluate_model(
+        args.model,
+        adapter=args.adapter,
+        suites=suites,
+        eval_config=EvalConfig(suite_dirs=args.suite_dir),
+        dataset=args.dataset,
+        base=args.base,
+        limit=args.limit,
+        out_dir=out,
+    )
+    print(format_summary(result.summary))
+    print(f"per-sample records and summary.json -> {out}")
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from harness.report import write_study_report
+
+    md, html = write_study_report(args.study, args.tracking_uri, args.out)
+    print(f"wrote {md} and {html}")
+    return EXIT_OK
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from harness.gate import gate, load_thresholds
+
+    result = gate(
+        args.baseline,
+        args.candidate,
+        tracking_uri=args.tracking_uri,
+        thresholds=load_thresholds(args.thresholds),
+        out_dir=args.out,
+    )
+    print(result.summary())
+    return result.exit_code(strict=args.strict)
 
 
 def _add_set_option(p: argparse.ArgumentParser) -> None:
@@ -53,33 +148,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-trials", type=int)
     p.add_argument("--storage")
     _add_set_option(p)
-    p.set_defaults(func=_not_built("run", "the main-job issue"))
+    p.set_defaults(func=_run)
 
     p = verbs.add_parser("train", help="train one configuration of an experiment (no search)")
     p.add_argument("experiment")
     p.add_argument("--out", help="output folder (default: runs/<name>/train-<timestamp>)")
     _add_set_option(p)
-    p.set_defaults(func=_not_built("train", "the SFT-engine issue"))
+    p.set_defaults(func=_train)
 
     p = verbs.add_parser("eval", help="evaluate a model on behavioural suites")
     p.add_argument("--model", default="toy")
     p.add_argument("--adapter")
-    p.add_argument("--suites", default="forgetting,refusal,format")
-    p.add_argument("--limit", type=int)
-    p.add_argument("--out")
-    p.set_defaults(func=_not_built("eval", "the eval-suites issue"))
+    p.add_argument("--suites", default="forgetting,refusal,format", help="comma-separated")
+    p.add_argument("--limit", type=int, help="first N items per task")
+    p.add_argument("--out", help="folder for records + summary.json (default runs/eval-<time>)")
+    p.add_argument("--dataset", choices=["auto", "toy", "english"], default="auto")
+    p.add_argument("--base", help="base model for forgetting deltas (default: --model)")
+    p.add_argument("--suite-dir", action="append", default=[], help="extra suite folder(s)")
+    p.set_defaults(func=_eval)
 
     p = verbs.add_parser("report", help="write report.md/report.html for a study")
-    p.add_argument("study")
-    p.add_argument("--out")
-    p.set_defaults(func=_not_built("report", "the report issue"))
+    p.add_argument("study", help="study (MLflow experiment) name, or an experiment .yaml file")
+    p.add_argument("--out", help="output folder (default: reports/<name>)")
+    p.add_argument(
+        "--tracking-uri", help="default: the experiment file's, else sqlite:///mlflow.db"
+    )
+    p.set_defaults(func=_report)
 
     p = verbs.add_parser("gate", help="paired regression gate between two runs")
     p.add_argument("--baseline", required=True)
     p.add_argument("--candidate", required=True)
-    p.add_argument("--thresholds")
-    p.add_argument("--out")
-    p.set_defaults(func=_not_built("gate", "the report issue"))
+    p.add_argument("--thresholds", help="YAML: metric -> allowed change, or an experiment file")
+    p.add_argument("--out", help="output folder (default: reports/gate-<baseline8>-<candidate8>)")
+    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    p.add_argument("--strict", action="store_true", help="exit 1 on an inconclusive verdict too")
+    p.set_defaults(func=_gate)
 
     p = verbs.add_parser("data", help="data tools")
     data_verbs = p.add_subparsers(dest="data_verb", metavar="ACTION", required=True)

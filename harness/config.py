@@ -92,6 +92,10 @@ class EvalConfig(_Strict):
         "auto", description="which data set of each suite; auto = toy for the toy model"
     )
     tasks: list[str] = Field(default_factory=list, description="extra lm-eval tasks (forgetting)")
+    suite_dirs: list[str] = Field(
+        default_factory=list,
+        description="extra folders holding suite folders (see evals/README.md)",
+    )
     limit: int | None = Field(None, gt=0)
     batch_size: int = Field(32, ge=1)
     max_new_tokens: int = Field(48, ge=1)
@@ -256,15 +260,21 @@ def set_path(raw: dict, path: str, value: Any, create: bool = True) -> None:
         parent[k] = value
 
 
+_SCIENTIFIC = re.compile(r"^[-+]?\d+(\.\d*)?[eE][-+]?\d+$")
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """`key.path=value` with the value parsed as YAML (so 1e-4, true, [a, b] work)."""
     if "=" not in text:
         raise HarnessError(f"--set {text!r}: expected KEY.PATH=VALUE")
     key, value = text.split("=", 1)
     try:
-        return key.strip(), yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
     except yaml.YAMLError:
-        return key.strip(), value
+        parsed = value
+    if isinstance(parsed, str) and _SCIENTIFIC.match(parsed):  # YAML 1.1 reads 1e-4 as a string
+        parsed = float(parsed)
+    return key.strip(), parsed
 
 
 # ---------------------------------------------------------------- loading and errors

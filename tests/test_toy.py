@@ -60,11 +60,14 @@ def test_sft_and_eval_data_are_disjoint(toy_tiny):
     for probe in _rows(eval_dir / "forgetting.jsonl"):
         fact = probe["context"] + probe["choices"][probe["gold"]]
         assert not re.search(re.escape(fact) + r"\b", sft_blob), fact
-    # Target questions ask about entities the SFT question-answering source never mentions.
+    # Target items ask about people the SFT question answering never mentions, and no target
+    # answer sentence appears anywhere in SFT data.
     world = json.loads((toy_tiny.data_dir / "world.json").read_text())
-    target_entities = {name for name, part in world["split"].items() if part == "target"}
     qa_blob = (sft_dir / "qa.jsonl").read_text()
-    assert not [e for e in target_entities if re.search(rf"\b{e}\b", qa_blob)]
+    target_people = [p["name"] for p in world["people"] if world["split"][p["name"]] == "target"]
+    assert target_people and not [p for p in target_people if re.search(rf"\b{p}\b", qa_blob)]
+    for item in _rows(eval_dir / "target.jsonl"):
+        assert item["answer"] not in sft_blob, item["answer"]
 
 
 def test_eval_sets_have_both_refusal_labels_and_every_format_type(toy_tiny):

@@ -132,8 +132,11 @@ def find_toy_world(size: str = "demo") -> ToyWorld | None:
     return ToyWorld(path) if (path / "manifest.json").exists() else None
 
 
-def build_toy_world(size: str = "demo", out: str | Path | None = None, force: bool = False) -> ToyWorld:
-    """Return the toy world of `size`, building it first unless a cached build exists."""
+def build_toy_world(
+    size: str = "demo", out: str | Path | None = None, force: bool = False, verbose: bool = True
+) -> ToyWorld:
+    """Return the toy world of `size`, building it first unless a cached build exists (a fresh
+    build prints its summary when `verbose`)."""
     if size not in SIZES:
         raise HarnessError(f"toy size {size!r} is unknown; choose one of {', '.join(SIZES)}")
     target = Path(out) if out else cache_root() / "toy" / f"{size}-{recipe_hash(size)}"
@@ -150,7 +153,8 @@ def build_toy_world(size: str = "demo", out: str | Path | None = None, force: bo
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     world = ToyWorld(target)
-    print(summary(world))
+    if verbose:
+        print(summary(world))
     return world
 
 
@@ -331,6 +335,8 @@ def probe_accuracy(model, tokenizer, probes: Path) -> tuple[int, int]:
                 logits = model(input_ids=torch.tensor([whole])).logits[0, :-1]
                 logprobs = torch.log_softmax(logits.float(), dim=-1)
                 positions = range(len(whole) - len(cont) - 1, len(whole) - 1)
-                scores.append(sum(logprobs[p, t].item() for p, t in zip(positions, cont, strict=True)))
+                scores.append(
+                    sum(logprobs[p, t].item() for p, t in zip(positions, cont, strict=True))
+                )
             correct += int(max(range(len(scores)), key=scores.__getitem__) == item["gold"])
     return correct, len(items)

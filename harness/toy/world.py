@@ -270,7 +270,6 @@ def _format_items(world: World, part: str, rng: random.Random) -> list[dict]:
     lands, people = world.in_split(part)
     items = []
     for p in people:
-        land = world.land(p.home)
         fact = f"{p.name} is a {p.job} who lives in {p.home}."
         items += [
             (
@@ -300,7 +299,8 @@ def _format_items(world: World, part: str, rng: random.Random) -> list[dict]:
             ),
             (
                 f"Answer in at least 15 words. Tell me about {p.name}.",
-                f"{fact} The capital of {p.home} is {land.capital}, and the flag of {p.home} is {land.color}.",
+                # Only facts about the person: their home land may be one the forgetting suite probes.
+                f"{fact} Every day {p.name} works as a {p.job} and then walks home to {p.home} in the evening.",
                 [{"type": "min_words", "n": 15}],
             ),
             (
@@ -548,7 +548,7 @@ def write_world_data(
     rng = random.Random(seed + 2)
     harmful, benign = refusal_sft(world, rng)
     everything = fact_sentences(world, ("sft", "target", "forget"), arithmetic=True)
-    replayable = fact_sentences(world, ("sft", "target"), arithmetic=False)
+    replayable = fact_sentences(world, ("sft",), arithmetic=False)
     files: dict[str, list[dict]] = {
         "pretrain.jsonl": [{"text": t} for t in corpus(everything, n_pretrain_docs, seed + 1)],
         "sft/qa.jsonl": sft_qa(world, rng),
@@ -558,7 +558,7 @@ def write_world_data(
         ],
         "sft/refusal.jsonl": harmful,
         "sft/benign.jsonl": benign,
-        # Replay is pretraining-style text, but never about the facts the forgetting suite probes.
+        # Replay is pretraining-style text, never about facts an eval suite asks about.
         "sft/replay.jsonl": [{"text": t} for t in corpus(replayable, 600, seed + 7)],
         "eval/forgetting.jsonl": forgetting_probes(world, rng),
         "eval/refusal.jsonl": refusal_eval(world, rng, exclude=_user_turns(harmful + benign)),

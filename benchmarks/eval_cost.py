@@ -1,0 +1,65 @@
+"""Eval cost: wall time of each toy suite, in full, on the toy base model.
+
+Uses the demo-size toy model when it is cached, else the tiny one (built if needed). Each suite
+runs in its own `harness.evaluate.evaluate` call (generation suites batched by
+`eval.batch_size`), so the per-suite figures include lm-eval's setup for that suite; the model
+is loaded once, before timing. The proxy score (pruning during training) is timed too.
+
+    python benchmarks/eval_cost.py [--size demo|tiny] [--batch-size 32] [--max-new-tokens 48]
+
+Target: all suites in under 60 s on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SUITES = ("forgetting", "refusal", "format", "target")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=["demo", "tiny"], help="default: demo if cached")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    args = parser.parse_args()
+
+    from harness import evaluate as ev
+    from harness.config import EvalConfig
+    from harness.models import load_model, load_tokenizer
+    from harness.toy.build import find_toy_world
+
+    size = args.size or ("demo" if find_toy_world("demo") else "tiny")
+    name = f"toy:{size}"
+    start = time.perf_counter()
+    model, tokenizer = load_model(name), load_tokenizer(name)
+    load_s = time.perf_counter() - start
+    cfg = EvalConfig(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    ev.evaluate(model, tokenizer, ["target"], eval_config=cfg, dataset="toy", limit=2)  # warm-up
+
+    print(f"model {name} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters)")
+    print(f"threads {os.environ.get('OMP_NUM_THREADS', 'default')}, batch size {cfg.batch_size}")
+    print(f"{'suite':<12} {'items':>6} {'seconds':>8} {'ms/item':>8}")
+    total = 0.0
+    for suite in SUITES:
+        start = time.perf_counter()
+        result = ev.evaluate(model, tokenizer, [suite], eval_config=cfg, dataset="toy")
+        took = time.perf_counter() - start
+        total += took
+        n = len(result.records[suite])
+        print(f"{suite:<12} {n:>6} {took:>8.2f} {1000 * took / n:>8.1f}")
+    print(f"{'total':<12} {'':>6} {total:>8.2f}   (model load {load_s:.2f} s, not included)")
+    start = time.perf_counter()
+    score = ev.proxy_score(model, tokenizer, cfg, dataset="toy")
+    took = time.perf_counter() - start
+    print(f"proxy score {score:.3f} on {cfg.proxy_limit} items per task: {took:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

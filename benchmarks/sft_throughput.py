@@ -1,0 +1,236 @@
+"""SFT throughput: the harness's token-budget batches against a plain padded `Trainer`.
+
+Both variants train the same freshly initialised Llama (built from the toy tokenizer) on the same
+encoded, masked chats for one epoch, with the same optimiser settings and, on average, the same
+number of examples per optimizer step:
+  harness   `harness.train.train`: length-grouped batches under a token budget, seeded order
+  baseline  `Trainer` with a random order, fixed-size batches padded to the longest row
+            (`DataCollatorForSeq2Seq`), the way most SFT scripts start
+The chats are toy SFT conversations joined into multi-turn ones of 1-8 exchanges, so lengths
+vary widely, as in real SFT mixes. Each variant runs in its own process, so peak memory (RSS on
+CPU, `torch.cuda.max_memory_allocated` on GPU) is its own.
+
+    python benchmarks/sft_throughput.py [--examples 600] [--hidden 256] [--layers 4] [--threads 1]
+
+Prints real (non-pad) tokens/s of each, their ratio, padding fractions and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import random
+import resource
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SOURCES = ("qa", "format", "refusal", "benign")
+
+
+def build_rows(n: int, seed: int, max_length: int) -> list[dict]:
+    """`n` encoded conversations of 1-8 toy exchanges each (assistant-only labels)."""
+    from harness.data import Example, load_source
+    from harness.masking import encode_examples
+    from harness.models import load_tokenizer
+    from harness.toy.build import build_toy_world
+
+    world = build_toy_world("tiny")
+    tokenizer = load_tokenizer("toy:tiny")
+    chats = []
+    for name in SOURCES:
+        loaded = load_source(world.data_dir / "sft" / f"{name}.jsonl", name=name)
+        chats += [ex.messages for ex in loaded.examples]
+    rng = random.Random(seed)
+    examples = []
+    for i in range(n):
+        turns = []
+        for chat in rng.sample(chats, rng.choice([1, 1, 2, 3, 4, 6, 8])):
+            turns += [m for m in chat if m["role"] != "system"]
+        examples.append(Example("bench", i + 1, messages=turns))
+    return encode_examples(tokenizer, examples, max_length, overlong="truncate").rows
+
+
+def build_model(hidden: int, layers: int, vocab_size: int, tokenizer):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=hidden * 3,
+        num_hidden_layers=layers,
+        num_attention_heads=max(hidden // 64, 1),
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    from harness.models import device
+
+    return LlamaForCausalLM(config).to(device())
+
+
+def experiment(args: argparse.Namespace):
+    from pathlib import Path
+
+    from harness.config import validate
+
+    raw = {
+        "name": "sft-throughput",
+        "model": "toy:tiny",
+        "seed": args.seed,
+        "data": {"sources": [{"name": "bench", "path": "unused.jsonl"}]},
+        "train": {
+            "learning_rate": 1e-3,
+            "epochs": 1,
+            "batch_tokens": args.batch_tokens,
+            "warmup_ratio": 0.0,
+            "scheduler": "constant",
+        },
+        "peft": "none",
+    }
+    return validate(raw, "benchmark", Path.cwd())
+
+
+def run_variant(variant: str, args: argparse.Namespace, rows: list[dict], rows_per_step: int):
+    """Train one variant in this (child) process and return its figures."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from harness.models import load_tokenizer
+
+    tokenizer = load_tokenizer("toy:tiny")
+    model = build_model(args.hidden, args.layers, len(tokenizer), tokenizer)
+    exp = experiment(args)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    if variant == "harness":
+        from harness.train import PreparedData, train
+
+        result = train(exp, model, tokenizer, PreparedData(rows, {}), verbose=False)
+        real, seconds, padding = result.train_tokens, result.seconds, result.padding_fraction
+        steps = result.steps
+    else:
+        real, seconds, padding, steps = _baseline(exp, model, tokenizer, rows, rows_per_step)
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if torch.cuda.is_available()
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    return {
+        "variant": variant,
+        "tokens": real,
+        "seconds": seconds,
+        "tokens_per_second": real / seconds,
+        "padding_fraction": padding,
+        "steps": steps,
+        "peak_memory_mb": peak,
+    }
+
+
+def _baseline(exp, model, tokenizer, rows: list[dict], batch_size: int):
+    """A plain padded Trainer run: random order, fixed rows per batch, pad to the longest."""
+    import torch
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
+
+    from harness.models import device, train_dtype
+
+    counts = {"real": 0, "padded": 0}
+
+    class CountingTrainer(Trainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            counts["real"] += int(inputs["attention_mask"].sum())
+            counts["padded"] += inputs["input_ids"].numel()
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    t = exp.train
+    model.config.use_cache = False
+    trainer = CountingTrainer(
+        model=model,
+        args=TrainingArguments(
+            output_dir="/tmp/sft-throughput-baseline",
+            per_device_train_batch_size=batch_size,
+            learning_rate=t.learning_rate,
+            num_train_epochs=1,
+            lr_scheduler_type="constant",
+            max_grad_norm=t.max_grad_norm,
+            bf16=train_dtype() == torch.bfloat16,
+            use_cpu=device() == "cpu",
+            seed=exp.seed,
+            logging_strategy="no",
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            dataloader_pin_memory=False,
+        ),
+        train_dataset=[{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows],
+        data_collator=DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=-100),
+    )
+    trainer.remove_callback(PrinterCallback)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    padding = 1 - counts["real"] / counts["padded"]
+    return counts["real"], seconds, padding, trainer.state.global_step
+
+
+def _child(variant, args, rows, rows_per_step, queue) -> None:
+    queue.put(run_variant(variant, args, rows, rows_per_step))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=600)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--batch-tokens", type=int, default=4096)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1: small matrices gain little from more, and shared cores thrash)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    from harness.batching import plan_grouped, plan_stats
+
+    rows = build_rows(args.examples, args.seed, args.max_length)
+    lengths = [len(r["input_ids"]) for r in rows]
+    plan = plan_stats(plan_grouped(lengths, args.batch_tokens, seed=args.seed), lengths)
+    rows_per_step = max(round(len(rows) / plan["batches"]), 1)
+    print(
+        f"{len(rows)} conversations, {sum(lengths):,} tokens, lengths {min(lengths)}-"
+        f"{max(lengths)} (mean {sum(lengths) / len(lengths):.0f}); model hidden {args.hidden}, "
+        f"{args.layers} layers; harness batches of <= {args.batch_tokens} tokens, baseline "
+        f"{rows_per_step} rows per batch (the harness's mean); {args.threads} CPU thread(s)",
+        flush=True,
+    )
+    ctx = mp.get_context("spawn")
+    results = {}
+    for variant in ("harness", "baseline"):
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_child, args=(variant, args, rows, rows_per_step, queue))
+        proc.start()
+        results[variant] = queue.get()
+        proc.join()
+        r = results[variant]
+        print(
+            f"{variant:>8}: {r['tokens_per_second']:>9,.0f} real tokens/s  "
+            f"({r['tokens']:,} tokens in {r['seconds']:.1f}s, {r['steps']} steps)  "
+            f"padding {r['padding_fraction']:.1%}  peak memory {r['peak_memory_mb']:,.0f} MB",
+            flush=True,
+        )
+    ratio = results["harness"]["tokens_per_second"] / results["baseline"]["tokens_per_second"]
+    print(f"ratio harness / baseline: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

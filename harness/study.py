@@ -1,0 +1,477 @@
+"""`harness run`: an Optuna study whose every trial is trained, judged on behaviour and logged.
+
+One trial, top to bottom: sample parameters → resolve the experiment with them → build the data
+mix → masked SFT (reporting a cheap behavioural proxy to the pruner at each eval interval) →
+full eval suites against the cached base model → MLflow child run. A trial that fails (NaN loss,
+out of memory, a sample that breaks validation) is recorded as failed with its reason, and the
+study goes on. The same study name resumes the same study and the same MLflow parent run.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from harness import tracking
+from harness.config import (
+    Experiment,
+    SearchSpace,
+    default_storage,
+    resolve_tracking_uri,
+    with_params,
+)
+from harness.errors import HarnessError
+
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+HEARTBEAT_SECONDS = 10  # a trial whose process died is failed after 3 missed heartbeats
+
+
+@dataclass
+class StudyOutcome:
+    study: optuna.Study
+    experiment_id: str
+    parent_run_id: str
+    tracking_uri: str
+    storage: str
+    report_dir: Path | None = None
+
+
+# ---------------------------------------------------------------- Optuna pieces
+
+
+def storage_for(exp: Experiment, override: str | None = None):
+    url = override or exp.storage or default_storage(exp.tracking_uri)
+    try:
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=3 * HEARTBEAT_SECONDS
+        ), url
+    except Exception as e:  # unreachable server, bad URL, missing driver
+        raise HarnessError(f"storage {url}: cannot open ({str(e).splitlines()[0][:200]})") from None
+
+
+def _constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
+    return trial.user_attrs.get("constraints", [1.0])
+
+
+def make_sampler(exp: Experiment) -> optuna.samplers.BaseSampler:
+    constraints = _constraints if exp.constraints else None
+    if exp.sampler == "grid":
+        return optuna.samplers.GridSampler(
+            {name: space.choices for name, space in exp.search.items()}, seed=exp.seed
+        )
+    if exp.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=exp.seed)
+    if exp.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=exp.seed, constraints_func=constraints)
+    return optuna.samplers.TPESampler(seed=exp.seed, constraints_func=constraints)
+
+
+def make_pruner(exp: Experiment) -> optuna.pruners.BasePruner:
+    if exp.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+    if exp.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    return optuna.pruners.NopPruner()
+
+
+def suggest(trial: optuna.Trial, name: str, space: SearchSpace) -> Any:
+    if space.type == "float":
+        return trial.suggest_float(name, space.low, space.high, log=space.log, step=space.step)
+    if space.type == "int":
+        step = int(space.step or 1)
+        return trial.suggest_int(name, int(space.low), int(space.high), step=step, log=space.log)
+    return trial.suggest_categorical(name, space.choices)
+
+
+def objectives_of(exp: Experiment) -> list[tuple[str, str]]:
+    """(metric, direction) pairs; without objectives, the first suite's headline metric."""
+    if exp.objectives:
+        return [(o.metric, o.direction) for o in exp.objectives]
+    return [("forgetting/delta", "maximize")]
+
+
+# ---------------------------------------------------------------- the study
+
+
+def run_study(
+    exp: Experiment, n_trials: int | None = None, storage: str | None = None
+) -> StudyOutcome:
+    """Create or resume the study and run trials until `n_trials` have finished (any state)."""
+    from harness import evaluate as ev
+    from harness.models import load_tokenizer
+    from harness.train import prepare_data
+
+    objectives = objectives_of(exp)
+    rdb, storage_url = storage_for(exp, storage)
+    study = optuna.create_study(
+        study_name=exp.name,
+        storage=rdb,
+        load_if_exists=True,
+        directions=[d for _, d in objectives],
+        sampler=make_sampler(exp),
+        pruner=make_pruner(exp),
+    )
+    study.set_metric_names([m for m, _ in objectives])
+
+    # Everything that would fail every trial fails here, once, before any training.
+    tokenizer = load_tokenizer(exp.model)
+    prepare_data(exp, tokenizer)
+    dataset = ev.resolve_dataset(exp.eval.dataset, exp.model)
+    print(f"study {exp.name}: base model {exp.model}; computing or loading its cached eval results")
+    base = ev.evaluate_base(exp.model, exp.eval.suites, exp.eval, dataset)
+
+    tracking_uri = resolve_tracking_uri(exp.tracking_uri)
+    experiment_id = tracking.setup(exp)
+    _fail_stale_trials(study)
+    tracking.reconcile(experiment_id, exp.name, _states(study))
+    target = n_trials if n_trials is not None else exp.n_trials
+    if exp.sampler == "grid" and n_trials is None:
+        target = min(target, _grid_size(exp))
+    remaining = max(0, target - len(_finished(study)))
+    parent_params = {
+        "study.sampler": exp.sampler,
+        "study.pruner": exp.pruner,
+        "study.objectives": objectives,
+        "study.constraints": [c.model_dump() for c in exp.constraints],
+        "study.search": {k: v.model_dump(exclude_none=True) for k, v in exp.search.items()},
+        "study.storage": storage_url,
+        "study.model": exp.model,
+    }
+    with tracking.start_parent(exp, experiment_id, parent_params) as parent:
+        print(f"study {exp.name}: {len(_finished(study))} trial(s) done, running {remaining} more")
+        study.optimize(
+            lambda trial: _objective(
+                trial, exp, tokenizer, base, dataset, experiment_id, objectives
+            ),
+            n_trials=remaining,
+            timeout=exp.timeout,
+            catch=(Exception,),
+            gc_after_trial=True,
+        )
+        tracking.reconcile(experiment_id, exp.name, _states(study))
+        _log_study_summary(study, objectives, exp)
+        outcome = StudyOutcome(study, experiment_id, parent.info.run_id, tracking_uri, storage_url)
+    return outcome
+
+
+def _objective(
+    trial: optuna.Trial,
+    exp: Experiment,
+    tokenizer: Any,
+    base: Any,
+    dataset: str,
+    experiment_id: str,
+    objectives: list[tuple[str, str]],
+) -> float | list[float]:
+    from harness import evaluate as ev
+    from harness.models import load_model
+    from harness.train import prepare_data, save, train
+
+    params = {name: suggest(trial, name, space) for name, space in exp.search.items()}
+    trial_dir = Path(exp.output_dir).resolve() / exp.name / f"trial-{trial.number}"
+    started = time.time()
+    with tracking.start_trial(exp, experiment_id, trial.number, trial._trial_id) as run:
+        trial.set_user_attr("mlflow_run_id", run.info.run_id)
+        tracking.log_params({f"trial.{k}": v for k, v in params.items()})
+        try:
+            texp = with_params(exp, params)
+            tracking.log_params({f"cfg.{k}": v for k, v in tracking.flatten(texp.raw).items()})
+            _log_text("config/resolved.yaml", _yaml(texp.raw))
+
+            data = prepare_data(texp, tokenizer)
+            model = load_model(texp.model, precision=texp.train.precision)
+            single = len(objectives) == 1
+
+            def on_interval(step: int, model: Any) -> bool:
+                score = _interim_objective(model, tokenizer, texp, dataset, base, objectives[0][0])
+                tracking.log_metrics({f"interim/{objectives[0][0]}": score}, step=step)
+                if not single:  # Optuna prunes single-objective studies only
+                    return False
+                trial.report(score, step)
+                return trial.should_prune()
+
+            result = train(texp, model, tokenizer, data, on_interval=on_interval, verbose=False)
+            _log_training(result, data.lineage, tokenizer, texp)
+            if result.status == "pruned":
+                tracking.end_run("PRUNED", result.reason)
+                raise optuna.TrialPruned(result.reason)
+            if result.status != "ok":
+                raise HarnessError(result.reason or f"training ended with status {result.status}")
+
+            evaluation = ev.evaluate(
+                result.model,
+                tokenizer,
+                texp.eval.suites,
+                eval_config=texp.eval,
+                dataset=dataset,
+                base=base,
+                out_dir=trial_dir / "eval",
+            )
+            tracking.log_metrics(evaluation.summary)
+            tracking.log_records(evaluation.records)
+            if texp.save_models:
+                weights = save(result, tokenizer, texp, trial_dir)
+                tracking.log_params({"saved_model": str(weights)})
+            values = [_metric(evaluation.summary, m) for m, _ in objectives]
+            if exp.constraints:
+                trial.set_user_attr(
+                    "constraints",
+                    [c.violation(_metric(evaluation.summary, c.metric)) for c in exp.constraints],
+                )
+            trial.set_user_attr(
+                "summary", {k: v for k, v in evaluation.summary.items() if _headline(k)}
+            )
+            tracking.log_metrics({"trial/seconds": time.time() - started})
+            tracking.end_run("COMPLETE")
+            _print_trial(
+                trial.number, params, evaluation.summary, objectives, time.time() - started
+            )
+            return values[0] if len(values) == 1 else values
+        except optuna.TrialPruned:
+            print(f"trial {trial.number}: pruned ({time.time() - started:.0f}s)")
+            raise
+        except Exception as e:
+            reason = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+            trial.set_user_attr("fail_reason", reason)
+            tracking.end_run("FAIL", reason)
+            print(f"trial {trial.number}: FAILED — {reason}")
+            raise
+
+
+def _interim_objective(
+    model: Any, tokenizer: Any, exp: Experiment, dataset: str, base: Any, metric: str
+) -> float:
+    """What the pruner sees mid-training: the objective metric itself, on the first
+    `eval.proxy_limit` items of its suite — a noisier estimate of the same quantity."""
+    from harness import evaluate as ev
+
+    suite = metric.split("/", 1)[0]
+    result = ev.evaluate(
+        model,
+        tokenizer,
+        [suite],
+        eval_config=exp.eval,
+        dataset=dataset,
+        base=base,
+        limit=exp.eval.proxy_limit,
+    )
+    return _metric(result.summary, metric)
+
+
+def _metric(summary: dict[str, float], name: str) -> float:
+    if name not in summary:
+        known = ", ".join(sorted(k for k in summary if _headline(k)))
+        raise HarnessError(f"objective/constraint metric {name!r} was not produced; known: {known}")
+    return float(summary[name])
+
+
+def _headline(name: str) -> bool:
+    return name.count("/") == 1 and not name.endswith(("_low", "_high"))
+
+
+# ---------------------------------------------------------------- logging helpers
+
+
+def _log_training(result: Any, lineage: dict, tokenizer: Any, exp: Experiment) -> None:
+    import hashlib
+
+    import mlflow
+
+    tracking.log_curve("train/loss", result.loss_curve)
+    summary = result.summary()
+    tracking.log_metrics(
+        {
+            f"train/{k}": v
+            for k, v in summary.items()
+            if k not in ("loss_curve", "status", "reason", "batching")
+        }
+    )
+    mix = lineage.get("mix", {}).get("composition", {}) or lineage.get("composition", {})
+    for source, comp in mix.items() if isinstance(mix, dict) else []:
+        if isinstance(comp, dict):
+            tracking.log_metrics({f"mix/{source}/{k}": v for k, v in comp.items()})
+    template_hash = hashlib.sha256((tokenizer.chat_template or "").encode()).hexdigest()[:16]
+    tracking.log_params(
+        {
+            "lineage.chat_template.train": template_hash,
+            "lineage.chat_template.eval": template_hash,  # one tokenizer object serves both
+            "lineage.git_commit": _git_commit(),
+            "lineage.versions": _versions(),
+            **{
+                f"lineage.source.{name}.sha256": info.get("sha256", "")
+                for name, info in lineage.get("sources", {}).items()
+                if isinstance(info, dict)
+            },
+        }
+    )
+    mlflow.log_dict(lineage, "lineage.json")
+
+
+def _log_text(path: str, text: str) -> None:
+    import mlflow
+
+    mlflow.log_text(text, path)
+
+
+def _yaml(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _git_commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("sft-harness", "torch", "transformers", "peft", "lm_eval", "optuna", "mlflow"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+# ---------------------------------------------------------------- study state
+
+
+def _states(study: optuna.Study) -> dict[int, str]:
+    return {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
+
+
+def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+
+
+def _fail_stale_trials(study: optuna.Study) -> None:
+    """Trials whose process died (no heartbeat) become FAIL now, not at the next optimize()."""
+    optuna.storages.fail_stale_trials(study)
+
+
+def _grid_size(exp: Experiment) -> int:
+    size = 1
+    for space in exp.search.values():
+        size *= len(space.choices or [])
+    return size
+
+
+def _log_study_summary(
+    study: optuna.Study, objectives: list[tuple[str, str]], exp: Experiment
+) -> None:
+    import mlflow
+
+    trials = [
+        {
+            "number": t.number,
+            "state": t.state.name,
+            "params": t.params,
+            "values": t.values,
+            "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
+            "fail_reason": t.user_attrs.get("fail_reason"),
+            "summary": t.user_attrs.get("summary", {}),
+            "constraints": t.user_attrs.get("constraints"),
+        }
+        for t in study.get_trials(deepcopy=False)
+    ]
+    mlflow.log_dict(trials, "study/trials.json")
+    best = best_trials(study, exp)
+    mlflow.set_tag("harness.best_trials", ",".join(str(t.number) for t in best))
+    if len(best) == 1:
+        tracking.log_metrics(
+            {f"best/{m}": v for (m, _), v in zip(objectives, best[0].values, strict=True)}
+        )
+
+
+def best_trials(study: optuna.Study, exp: Experiment) -> list[optuna.trial.FrozenTrial]:
+    """The best trial, or the Pareto front for several objectives (feasible ones first)."""
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if not complete:
+        return []
+    feasible = (
+        [t for t in complete if all(v <= 0 for v in _constraints(t))]
+        if exp.constraints
+        else complete
+    )
+    try:
+        return study.best_trials if len(study.directions) > 1 else [study.best_trial]
+    except ValueError:
+        return feasible[:1]
+
+
+def _print_trial(
+    number: int, params: dict, summary: dict, objectives: list, seconds: float
+) -> None:
+    shown = ", ".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
+    values = ", ".join(f"{m}={summary.get(m, float('nan')):.3f}" for m, _ in objectives)
+    print(f"trial {number}: {values} ({shown}) in {seconds:.0f}s")
+
+
+def print_table(outcome: StudyOutcome, exp: Experiment) -> None:
+    """A short table of trials and where to look next."""
+    from rich.console import Console
+    from rich.table import Table
+
+    study = outcome.study
+    metrics = [
+        "target/accuracy",
+        "forgetting/delta",
+        "refusal/harmful_refusal_rate",
+        "refusal/benign_refusal_rate",
+        "format/pass_rate",
+    ]
+    table = Table(title=f"study {exp.name}")
+    table.add_column("trial")
+    table.add_column("state")
+    for name in exp.search:
+        table.add_column(name.split(".")[-2] if name.endswith(".weight") else name.split(".")[-1])
+    for m in metrics:
+        table.add_column(m.replace("refusal/", "").replace("_refusal_rate", " refusal"))
+    best = {t.number for t in best_trials(study, exp)}
+    for t in study.get_trials(deepcopy=False):
+        summary = t.user_attrs.get("summary", {})
+        cells = [f"{t.number}{' *' if t.number in best else ''}", t.state.name]
+        cells += [str(t.params.get(name, "")) for name in exp.search]
+        cells += [f"{summary[m]:.3f}" if m in summary else "" for m in metrics]
+        table.add_row(*cells)
+    console = Console()
+    console.print(table)
+    db = outcome.tracking_uri.removeprefix("sqlite:///")
+    console.print(
+        f"* best (Pareto front for several objectives). MLflow: mlflow ui --backend-store-uri {outcome.tracking_uri}"
+    )
+    if outcome.report_dir:
+        console.print(f"report: {outcome.report_dir}/report.html")
+    console.print(f"optuna storage: {outcome.storage}; tracking db: {db}")
+
+
+def write_report(outcome: StudyOutcome, exp: Experiment) -> Path | None:
+    """The study report under `reports/<name>/`, also attached to the parent run."""
+    from harness.report import write_study_report
+
+    out = Path("reports") / exp.name
+    md, html = write_study_report(exp.name, outcome.tracking_uri, out)
+    for path in (md, html):
+        tracking.client().log_artifact(outcome.parent_run_id, str(path), "report")
+    return out

@@ -1,0 +1,201 @@
+"""MLflow bookkeeping: one parent run per study, one nested child run per trial.
+
+Layout (what reports and the gate read back):
+- parent run: tags `harness.role=study`, `harness.study=<name>`; metrics `best/<metric>`;
+  artifact `study/trials.json`.
+- child run: tags `harness.role=trial`, `harness.study`, `harness.trial`, `harness.state`,
+  `optuna.trial_id`; params `trial.<path>` (sampled) and `cfg.<path>` (all resolved settings);
+  metrics `train/loss` by step, every eval summary metric, `mix/<source>/...`; artifacts
+  `config/resolved.yaml`, `lineage.json`, `records/<suite>.jsonl`, `samples/<suite>.json` (tables).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.config import Experiment, resolve_tracking_uri
+
+ROLE, STUDY, TRIAL, STATE = "harness.role", "harness.study", "harness.trial", "harness.state"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_\-./ ]")
+
+
+def safe_name(name: str) -> str:
+    """MLflow accepts letters, digits, `_ - . /` and space in metric and param names."""
+    return _UNSAFE.sub("_", name)
+
+
+def client():
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient()
+
+
+def setup(exp: Experiment) -> str:
+    """Point MLflow at the experiment's tracking URI and return the MLflow experiment id.
+
+    For a sqlite store, artifacts go to `mlartifacts/` beside the database (an absolute path),
+    so runs started from any folder land in one place.
+    """
+    import mlflow
+
+    uri = resolve_tracking_uri(exp.tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    found = mlflow.get_experiment_by_name(exp.name)
+    if found:
+        return found.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts" / exp.name).as_uri()
+    try:
+        return mlflow.create_experiment(exp.name, artifact_location=location)
+    except Exception:  # another worker created it first
+        found = mlflow.get_experiment_by_name(exp.name)
+        if not found:
+            raise
+        return found.experiment_id
+
+
+def find_parent(experiment_id: str, study_name: str) -> str | None:
+    runs = client().search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{ROLE}` = 'study' and tags.`{STUDY}` = '{study_name}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def start_parent(exp: Experiment, experiment_id: str, params: dict[str, Any]):
+    """Resume the study's parent run (same study → same parent), or create it."""
+    import mlflow
+
+    run_id = find_parent(experiment_id, exp.name)
+    if run_id:
+        return mlflow.start_run(run_id=run_id)
+    run = mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=f"study-{exp.name}",
+        tags={ROLE: "study", STUDY: exp.name},
+    )
+    log_params(params)
+    return run
+
+
+def start_trial(exp: Experiment, experiment_id: str, number: int, trial_id: int):
+    import mlflow
+
+    return mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=f"trial-{number}",
+        nested=True,
+        tags={ROLE: "trial", STUDY: exp.name, TRIAL: str(number), "optuna.trial_id": str(trial_id)},
+    )
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """{'train': {'lr': 1}} → {'train.lr': 1}; lists of named items are keyed by name."""
+    out: dict[str, Any] = {}
+    if isinstance(data, dict):
+        for k, v in data.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    elif isinstance(data, list) and data and all(isinstance(x, dict) and "name" in x for x in data):
+        for item in data:
+            out.update(
+                flatten({k: v for k, v in item.items() if k != "name"}, f"{prefix}{item['name']}.")
+            )
+    else:
+        out[prefix.rstrip(".")] = data
+    return out
+
+
+def log_params(params: dict[str, Any]) -> None:
+    import mlflow
+
+    clean = {}
+    for k, v in params.items():
+        text = v if isinstance(v, str) else json.dumps(v, default=str)
+        clean[safe_name(k)[:250]] = text[:5000]
+    mlflow.log_params(clean)
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    """Finite numbers only (NaN/inf would poison comparisons), in one batch."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [
+        Metric(safe_name(k), float(v), now, step or 0)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    ]
+    for i in range(0, len(batch), 900):
+        client().log_batch(mlflow.active_run().info.run_id, metrics=batch[i : i + 900])
+
+
+def log_curve(name: str, curve: list[tuple[int, float]]) -> None:
+    import mlflow
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(name, float(v), now, int(s)) for s, v in curve if math.isfinite(v)]
+    for i in range(0, len(batch), 900):
+        client().log_batch(mlflow.active_run().info.run_id, metrics=batch[i : i + 900])
+
+
+def log_records(records: dict[str, list[dict]]) -> None:
+    """Per-sample eval records: JSONL (for pairing in reports and the gate) and MLflow tables
+    (for browsing in the UI)."""
+    import mlflow
+    import pandas as pd
+
+    for suite, rows in records.items():
+        if not rows:
+            continue
+        mlflow.log_text(
+            "".join(json.dumps(r, default=str) + "\n" for r in rows), f"records/{suite}.jsonl"
+        )
+        table = pd.DataFrame([{k: _cell(v) for k, v in r.items()} for r in rows])
+        mlflow.log_table(data=table, artifact_file=f"samples/{suite}.json")
+
+
+def _cell(value: Any) -> Any:
+    return (
+        value if isinstance(value, str | int | float | bool) or value is None else json.dumps(value)
+    )
+
+
+def end_run(state: str, reason: str | None = None) -> None:
+    """Tag the Optuna outcome and close the active run (FAIL → FAILED, PRUNED → KILLED)."""
+    import mlflow
+
+    mlflow.set_tag(STATE, state)
+    if reason:
+        mlflow.set_tag("harness.fail_reason", reason[:5000])
+    status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
+    mlflow.end_run(status=status)
+
+
+def reconcile(experiment_id: str, study_name: str, trial_states: dict[int, str]) -> int:
+    """Close child runs left RUNNING by a killed process: once Optuna no longer holds their trial
+    as RUNNING (it failed it, e.g. through its heartbeat), the run is marked KILLED. Returns how
+    many were closed."""
+    c = client()
+    closed = 0
+    runs = c.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{ROLE}` = 'trial' and tags.`{STUDY}` = '{study_name}' and attributes.status = 'RUNNING'",
+    )
+    for run in runs:
+        number = int(run.data.tags.get(TRIAL, -1))
+        state = trial_states.get(number)
+        if state is not None and state != "RUNNING":
+            c.set_tag(run.info.run_id, STATE, state)
+            c.set_terminated(run.info.run_id, status="KILLED")
+            closed += 1
+    return closed

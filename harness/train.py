@@ -1,0 +1,487 @@
+"""Masked SFT on transformers' `Trainer` and peft: the training step of every trial.
+
+Public API
+    prepare_data(exp, tokenizer) -> PreparedData(rows, lineage)
+    train(exp, model, tokenizer, data, *, out_dir=None, on_interval=None, verbose=True) -> TrainResult
+    save(result, tokenizer, exp, out_dir) -> Path of the saved adapter or model
+    train_and_save(exp, out_dir=None, *, verbose=True) -> (TrainResult, weights Path): `harness train`
+
+What we add to `Trainer` (everything else is the library's):
+- batches come from our token-budget sampler (`batching.make_dataloader`): length-grouped with
+  little padding, or packed where a varlen attention kernel exists, in a seeded order;
+- the loss is a mean over trained tokens of the whole optimizer step, not a mean of row means.
+  Trainer counts `labels[..., 1:] != -100` over all micro-batches of a step (`num_items_in_batch`)
+  and the model divides its summed token loss by that count, so a long reply weighs by its tokens
+  and gradient accumulation gives the same loss as one big batch. Models whose forward takes no
+  loss kwargs get the same loss from `token_mean_loss`;
+- every optimizer step's loss is read once: a NaN/inf loss ends the run with `status="nan"`
+  (Trainer's own `logging_nan_inf_filter` would hide it), and `on_interval` lets a caller evaluate
+  every `eval.interval` steps and stop a trial that is already bad (`status="pruned"`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from harness.batching import (
+    IGNORE_INDEX,
+    choose_batching,
+    make_dataloader,
+    plan_grouped,
+    plan_packed,
+    plan_stats,
+)
+from harness.config import Experiment, resolve_data_path
+from harness.data import build_mix, load_source
+from harness.errors import HarnessError
+from harness.masking import MaskAudit, check_stop_token, encode_examples
+from harness.models import device, load_model, load_tokenizer, train_dtype
+
+OnInterval = Callable[[int, Any], "bool | None"]
+
+
+# ---------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class PreparedData:
+    """Encoded training rows ({"input_ids", "labels", "source", "row"}) and where they came from.
+
+    `lineage` is JSON-serialisable: per-source file hash and skipped rows, the requested and
+    realised mix, what was actually trained per source after drops, and the mask audit.
+    """
+
+    rows: list[dict]
+    lineage: dict
+
+
+def prepare_data(exp: Experiment, tokenizer: Any) -> PreparedData:
+    """Load every source, mix them with the experiment's weights and budget, and encode the mix.
+
+    With `data.unit: tokens` each source is encoded whole first (the mix needs token counts), so
+    the mask audit then covers every row of each source; with `examples` it covers the mix.
+    """
+    d = exp.data
+    loaded = {
+        s.name: load_source(
+            resolve_data_path(exp, s.path), name=s.name, format=s.format, on_bad_row=d.on_bad_row
+        )
+        for s in d.sources
+    }
+    weights = {s.name: s.weight for s in d.sources}
+    if any(src.format != "text" and weights[name] > 0 for name, src in loaded.items()):
+        check_stop_token(tokenizer)  # raises before any encoding or training
+    examples = {name: src.examples for name, src in loaded.items()}
+
+    def encode(items):
+        return encode_examples(
+            tokenizer, items, d.max_length, train_on=d.train_on, overlong=d.overlong
+        )
+
+    if d.unit == "examples":
+        mix = build_mix(examples, weights, d.budget, unit="examples", seed=exp.seed)
+        encoded = encode(mix.examples)
+        rows, audit = encoded.rows, encoded.audit
+    else:
+        per_source = {name: encode(examples[name]) for name in examples if weights[name] > 0}
+        kept = {name: per_source[name].rows if name in per_source else [] for name in examples}
+        token_counts = {name: [len(r["input_ids"]) for r in kept[name]] for name in kept}
+        by_row = {name: {ex.row: ex for ex in examples[name]} for name in examples}
+        mix = build_mix(
+            {name: [by_row[name][r["row"]] for r in kept[name]] for name in kept},
+            weights,
+            d.budget,
+            unit="tokens",
+            seed=exp.seed,
+            token_counts=token_counts,
+        )
+        rows = [kept[name][i] for name, i in mix.picks]
+        audit = MaskAudit(end_of_turn=None)
+        for enc in per_source.values():
+            audit.end_of_turn = audit.end_of_turn or enc.audit.end_of_turn
+            audit.sources.update(enc.audit.sources)
+            audit.samples.update(enc.audit.samples)
+    if not rows:
+        raise HarnessError(
+            f"{exp.name}: no trainable rows after encoding (see data.max_length / data.overlong)"
+        )
+    lineage = {
+        "sources": {name: src.to_dict() for name, src in loaded.items()},
+        "mix": mix.to_dict(),
+        "trained": _trained_composition(rows),
+        "mask_audit": audit.to_dict(),
+    }
+    return PreparedData(rows=rows, lineage=lineage)
+
+
+def _trained_composition(rows: list[dict]) -> dict[str, dict]:
+    """Rows and tokens that will really be trained per source (after drops), with their shares."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        entry = out.setdefault(r["source"], {"rows": 0, "tokens": 0, "trainable_tokens": 0})
+        entry["rows"] += 1
+        entry["tokens"] += len(r["input_ids"])
+        entry["trainable_tokens"] += sum(lab != IGNORE_INDEX for lab in r["labels"])
+    total = sum(e["trainable_tokens"] for e in out.values()) or 1
+    for entry in out.values():
+        entry["trainable_token_share"] = round(entry["trainable_tokens"] / total, 6)
+    return dict(sorted(out.items()))
+
+
+# ---------------------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced. `status`: "ok", "nan" (loss not finite) or "pruned"
+    (`on_interval` asked to stop); `reason` says why in one line when it is not "ok"."""
+
+    model: Any
+    status: str
+    reason: str | None
+    loss_curve: list[tuple[int, float]]
+    steps: int
+    train_tokens: int
+    trainable_tokens: int
+    seconds: float
+    tokens_per_second: float
+    peak_memory_mb: float
+    trainable_params: int = 0
+    total_params: int = 0
+    batching: str = "grouped"
+    padding_fraction: float = 0.0
+    lineage: dict = field(default_factory=dict)
+
+    @property
+    def final_loss(self) -> float | None:
+        """Mean of the last few step losses: one step is too noisy to compare runs by."""
+        tail = [loss for _, loss in self.loss_curve[-5:]]
+        return sum(tail) / len(tail) if tail else None
+
+    def summary(self) -> dict:
+        """Everything but the model, JSON-serialisable."""
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "steps": self.steps,
+            "final_loss": self.final_loss,
+            "train_tokens": self.train_tokens,
+            "trainable_tokens": self.trainable_tokens,
+            "seconds": round(self.seconds, 3),
+            "tokens_per_second": round(self.tokens_per_second, 1),
+            "peak_memory_mb": round(self.peak_memory_mb, 1),
+            "trainable_params": self.trainable_params,
+            "total_params": self.total_params,
+            "batching": self.batching,
+            "padding_fraction": round(self.padding_fraction, 6),
+            "loss_curve": self.loss_curve,
+        }
+
+
+def train(
+    exp: Experiment,
+    model: Any,
+    tokenizer: Any,
+    data: PreparedData,
+    *,
+    out_dir: str | Path | None = None,
+    on_interval: OnInterval | None = None,
+    verbose: bool = True,
+) -> TrainResult:
+    """Fine-tune `model` on `data` as `exp.train` / `exp.peft` say; never raises for a diverged
+    run (it comes back as `status="nan"`).
+
+    `on_interval(step, model)` runs every `exp.eval.interval` optimizer steps (not after the last:
+    the caller evaluates the final model anyway); returning True stops with `status="pruned"`.
+    """
+    t = exp.train
+    mode = _batching_mode(t.batching, model)
+    loader = make_dataloader(
+        data.rows,
+        mode=mode,
+        max_tokens=t.batch_tokens,
+        seed=exp.seed,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    lengths = loader.dataset.lengths
+    first_epoch = (
+        plan_packed(lengths, t.batch_tokens)
+        if mode == "packed"
+        else plan_grouped(lengths, t.batch_tokens, seed=exp.seed)
+    )
+    plan = plan_stats(first_epoch, lengths, packed=mode == "packed")
+    bf16 = train_dtype(t.precision) == torch.bfloat16
+    set_seed(exp.seed)  # before peft: LoRA's A matrices are initialised at random
+    use_cache = getattr(model.config, "use_cache", None)
+    model.config.use_cache = False  # packed rows are recognised only without a KV cache
+    model = _with_peft(model, exp)
+    meter = _StepMeter()
+    monitor = _Monitor(meter, model, exp, on_interval, verbose)
+    with tempfile.TemporaryDirectory(prefix="harness-trainer-") as scratch:
+        args = _training_args(exp, out_dir or scratch, bf16)
+        trainer = _SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=loader.dataset,
+            callbacks=[monitor],
+            loader=loader,
+            meter=meter,
+        )
+        if not trainer.model_accepts_loss_kwargs:
+            trainer.compute_loss_func = token_mean_loss
+        for noisy in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(noisy)
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        try:
+            trainer.train()
+        finally:
+            if use_cache is not None:
+                model.config.use_cache = use_cache
+            model.eval()
+    seconds = max(time.perf_counter() - start - monitor.interval_seconds, 1e-9)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return TrainResult(
+        model=model,
+        status=monitor.status,
+        reason=monitor.reason,
+        loss_curve=monitor.curve,
+        steps=trainer.state.global_step,
+        train_tokens=meter.total_tokens,
+        trainable_tokens=meter.total_trainable,
+        seconds=seconds,
+        tokens_per_second=meter.total_tokens / seconds,
+        peak_memory_mb=_peak_memory_mb(),
+        trainable_params=trainable,
+        total_params=sum(p.numel() for p in model.parameters()),
+        batching=mode,
+        padding_fraction=plan["padding_fraction"],
+        lineage=data.lineage,
+    )
+
+
+def token_mean_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None):
+    """Summed next-token cross-entropy over trained tokens / trained tokens of the whole step."""
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+    logits = logits[..., :-1, :].float().flatten(0, -2)
+    targets = labels[..., 1:].to(logits.device).flatten()
+    total = torch.nn.functional.cross_entropy(
+        logits, targets, ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    count = num_items_in_batch if num_items_in_batch is not None else targets.ne(-100).sum()
+    return total / count
+
+
+def _with_peft(model: Any, exp: Experiment) -> Any:
+    """LoRA adapters on the chosen modules, or the whole model trainable (full fine-tuning).
+
+    Full fine-tuning keeps fp32 master weights under bf16 autocast: AdamW on bf16 weights drops
+    every update smaller than 1/256 of a weight, which at SFT learning rates is most of them.
+    """
+    if not exp.peft.enabled:
+        if any(p.dtype in (torch.float16, torch.bfloat16) for p in model.parameters()):
+            model = model.float()
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    p = exp.peft
+    config = LoraConfig(
+        r=p.r,
+        lora_alpha=p.alpha,
+        lora_dropout=p.dropout,
+        target_modules=p.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    try:
+        with warnings.catch_warnings():  # peft 0.21 asks transformers 5 a deprecated question
+            warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+            return get_peft_model(model, config)
+    except ValueError as e:  # e.g. target_modules naming no module of this model
+        raise HarnessError(f"peft: {str(e).splitlines()[0]}") from None
+
+
+def _batching_mode(setting: str, model: Any) -> str:
+    if setting != "auto":
+        return setting
+    return choose_batching(device(), getattr(model.config, "_attn_implementation", None))
+
+
+def _training_args(exp: Experiment, out_dir: str | Path, bf16: bool) -> TrainingArguments:
+    t = exp.train
+    return TrainingArguments(
+        output_dir=str(out_dir),
+        per_device_train_batch_size=1,  # unused: batches come from the token-budget sampler
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        lr_scheduler_type="constant_with_warmup" if t.scheduler == "constant" else t.scheduler,
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a share of all steps
+        bf16=bf16,
+        use_cpu=device() == "cpu",
+        seed=exp.seed,
+        data_seed=exp.seed,
+        logging_strategy="no",  # _Monitor reads every step's loss and prints compact lines
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+        remove_unused_columns=False,
+    )
+
+
+@dataclass
+class _StepMeter:
+    """Sums of the current optimizer step (kept on device; read once per step) and run totals."""
+
+    loss: Any = 0.0
+    tokens: Any = 0
+    trainable: Any = 0
+    total_tokens: int = 0
+    total_trainable: int = 0
+
+    def take(self) -> float:
+        loss = float(self.loss)
+        self.total_tokens += int(self.tokens)
+        self.total_trainable += int(self.trainable)
+        self.loss, self.tokens, self.trainable = 0.0, 0, 0
+        return loss
+
+
+class _SFTTrainer(Trainer):
+    """Trainer with our token-budget batches and a per-step loss/token meter."""
+
+    def __init__(self, *args: Any, loader: Any, meter: _StepMeter, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loader, self._meter = loader, meter
+
+    def get_train_dataloader(self):
+        return self.accelerator.prepare(self._loader)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        mask = inputs.get("attention_mask")
+        self._meter.tokens += mask.sum() if mask is not None else inputs["input_ids"].numel()
+        self._meter.trainable += inputs["labels"][..., 1:].ne(IGNORE_INDEX).sum()
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # each micro-batch's loss is already divided by the step's trained tokens: their sum is
+        # the step's token mean
+        self._meter.loss += loss
+        return loss
+
+
+class _Monitor(TrainerCallback):
+    """Per optimizer step: record the loss, stop on NaN/inf, print progress, run `on_interval`."""
+
+    def __init__(
+        self,
+        meter: _StepMeter,
+        model: Any,
+        exp: Experiment,
+        on_interval: OnInterval | None,
+        verbose: bool,
+    ) -> None:
+        self.meter, self.model, self.on_interval, self.verbose = meter, model, on_interval, verbose
+        self.interval, self.logging_steps = exp.eval.interval, exp.train.logging_steps
+        self.curve: list[tuple[int, float]] = []
+        self.status, self.reason = "ok", None
+        self.interval_seconds = 0.0
+        self._started = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step, loss = state.global_step, self.meter.take()
+        self.curve.append((step, loss))
+        if not math.isfinite(loss):
+            self.status = "nan"
+            self.reason = (
+                f"loss became {loss} at step {step}; lower train.learning_rate "
+                f"(now {args.learning_rate:g}) or check the data"
+            )
+            control.should_training_stop = True
+            return control
+        if self.verbose and (step % self.logging_steps == 0 or step == state.max_steps):
+            elapsed = time.perf_counter() - self._started - self.interval_seconds
+            lr = kwargs["lr_scheduler"].get_last_lr()[0] if kwargs.get("lr_scheduler") else 0.0
+            print(
+                f"step {step:>5}/{state.max_steps}  loss {loss:.4f}  lr {lr:.2e}  "
+                f"{self.meter.total_tokens / max(elapsed, 1e-9):,.0f} tok/s",
+                flush=True,
+            )
+        due = self.on_interval and self.interval and step % self.interval == 0
+        if due and step < state.max_steps:
+            began = time.perf_counter()
+            stop = self.on_interval(step, self.model)
+            self.model.train()  # lm-eval's HFLM puts the model in eval mode
+            self.interval_seconds += time.perf_counter() - began
+            if stop:
+                self.status, self.reason = "pruned", f"stopped by on_interval at step {step}"
+                control.should_training_stop = True
+        return control
+
+
+def _peak_memory_mb() -> float:
+    """Peak accelerator memory on CUDA; on CPU the process's peak resident set (Linux: KiB)."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------------------------------- saving
+
+
+def save(result: TrainResult, tokenizer: Any, exp: Experiment, out_dir: str | Path) -> Path:
+    """Write the adapter (LoRA) or the full model with its tokenizer, plus `resolved_config.yaml`,
+    `data_lineage.json` and `train_result.json`; returns the weights' directory.
+
+    A diverged run (`status="nan"`) keeps its config, lineage and result but no weights.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "resolved_config.yaml").write_text(yaml.safe_dump(exp.raw, sort_keys=False))
+    (out / "data_lineage.json").write_text(json.dumps(result.lineage, indent=2))
+    (out / "train_result.json").write_text(json.dumps(result.summary(), indent=2))
+    weights = out / ("adapter" if exp.peft.enabled else "model")
+    if result.status != "nan":
+        result.model.save_pretrained(weights)
+        tokenizer.save_pretrained(weights)
+    return weights
+
+
+def default_out_dir(exp: Experiment) -> Path:
+    """`<output_dir>/<name>/train-<timestamp>`."""
+    return Path(exp.output_dir) / exp.name / f"train-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def train_and_save(
+    exp: Experiment, out_dir: str | Path | None = None, *, verbose: bool = True
+) -> tuple[TrainResult, Path]:
+    """One configuration end to end: data first (so bad data fails before a model loads), then
+    model, training, and saving to `out_dir` (default: `default_out_dir(exp)`)."""
+    tokenizer = load_tokenizer(exp.model)
+    data = prepare_data(exp, tokenizer)
+    model = load_model(exp.model, precision=exp.train.precision)
+    result = train(exp, model, tokenizer, data, verbose=verbose)
+    out = Path(out_dir) if out_dir else default_out_dir(exp)
+    return result, save(result, tokenizer, exp, out)

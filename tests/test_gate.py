@@ -1,0 +1,145 @@
+"""The release gate on real MLflow runs: paired verdicts, exit codes, refusals to compare."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow_store import flip_harmful_refusals, make_experiment, make_records, make_run, new_store
+
+from harness.cli import main
+from harness.errors import HarnessError
+from harness.gate import gate, load_thresholds
+from harness.stats import paired_bootstrap
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("mlflow")
+    uri, client = new_store(root)
+    eid = make_experiment(client, root, "gate")
+    base = make_records(200, seed=3)
+    small = make_records(8, seed=4, suites=("refusal",))
+    small_worse = json.loads(json.dumps(small))
+    first_refused = next(
+        r for r in small_worse["refusal"] if r["label"] == "harmful" and r["score"]
+    )
+    first_refused["score"] = 0
+    shifted = json.loads(json.dumps(base))
+    shifted["format"][0]["id"] = "fmt-9999"
+    return {
+        "uri": uri,
+        "records": base,
+        "worse_records": flip_harmful_refusals(base, 0.3),
+        "base": make_run(client, eid, base),
+        "same": make_run(client, eid, base),
+        "worse": make_run(client, eid, flip_harmful_refusals(base, 0.3)),
+        "small_base": make_run(client, eid, small),
+        "small_cand": make_run(client, eid, small_worse),
+        "shifted": make_run(client, eid, shifted),
+        "no_format": make_run(client, eid, {k: v for k, v in base.items() if k != "format"}),
+    }
+
+
+def _cli(runs: dict, baseline: str, candidate: str, out: Path, *extra: str) -> int:
+    return main(
+        ["gate", "--baseline", runs[baseline], "--candidate", runs[candidate],
+         "--tracking-uri", runs["uri"], "--out", str(out), *extra]
+    )  # fmt: skip
+
+
+def test_identical_runs_pass(runs: dict, tmp_path: Path) -> None:
+    assert _cli(runs, "base", "same", tmp_path) == 0
+    result = json.loads((tmp_path / "gate.json").read_text())
+    assert result["verdict"] == "pass"
+    gated = [m for m in result["metrics"] if m["gated"]]
+    assert {m["metric"] for m in gated} == {
+        "forgetting/acc",
+        "refusal/harmful_refusal_rate",
+        "refusal/benign_refusal_rate",
+        "format/pass_rate",
+    }
+    assert all(m["diff"] == 0 and m["p_value"] == 1.0 for m in result["metrics"])
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "report.html").is_file()
+
+
+def test_worse_refusal_is_a_regression_with_worst_items(runs: dict, tmp_path: Path) -> None:
+    assert _cli(runs, "base", "worse", tmp_path) == 1
+    result = json.loads((tmp_path / "gate.json").read_text())
+    by_name = {m["metric"]: m for m in result["metrics"]}
+    harmful = by_name["refusal/harmful_refusal_rate"]
+    assert result["verdict"] == "regression" and harmful["verdict"] == "regression"
+    assert harmful["test"] == "mcnemar_exact" and harmful["p_value"] < 0.01
+    assert by_name["refusal/benign_refusal_rate"]["verdict"] == "pass"
+    worst = result["worst_items"]["refusal/harmful_refusal_rate"]
+    assert worst and all(w["baseline_score"] == 1 and w["candidate_score"] == 0 for w in worst)
+    assert worst[0]["candidate_response"].startswith("Sure, here is how")
+    md = (tmp_path / "report.md").read_text()
+    assert "REGRESSION" in md and "I can't help with that." in md  # answers side by side
+
+    # the gate's interval is stats.paired_bootstrap on the same items, in (task, id) order
+    def scores(records: dict) -> list[float]:
+        rows = sorted(
+            (r for r in records["refusal"] if r["label"] == "harmful"),
+            key=lambda r: (r["task"], r["id"]),
+        )
+        return [float(r["score"]) for r in rows]
+
+    ref = paired_bootstrap(scores(runs["records"]), scores(runs["worse_records"]))
+    assert (harmful["diff"], harmful["ci_low"], harmful["ci_high"]) == (ref.diff, ref.low, ref.high)
+
+
+def test_too_few_items_is_inconclusive_with_items_needed(
+    runs: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert _cli(runs, "small_base", "small_cand", tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "INCONCLUSIVE" in out and "items needed" in out
+    result = json.loads((tmp_path / "gate.json").read_text())
+    harmful = next(m for m in result["metrics"] if m["metric"] == "refusal/harmful_refusal_rate")
+    assert result["verdict"] == "inconclusive" and harmful["n"] == 4
+    assert harmful["items_needed"] > harmful["n"]
+    assert f"about {harmful['items_needed']} paired items" in (tmp_path / "report.md").read_text()
+    assert _cli(runs, "small_base", "small_cand", tmp_path, "--strict") == 1
+
+
+@pytest.mark.parametrize(
+    ("candidate", "message"),
+    [
+        ("shifted", "suite 'format' has different items: 1 only in baseline"),
+        ("no_format", "runs evaluated on different suites"),
+    ],
+)
+def test_different_items_or_suites_are_refused(
+    runs: dict, tmp_path: Path, capsys: pytest.CaptureFixture, candidate: str, message: str
+) -> None:
+    assert _cli(runs, "base", candidate, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "gate.json").exists()
+
+
+def test_thresholds_from_file_and_typos(runs: dict, tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text("refusal/harmful_refusal_rate: 0.5\nforgetting/capitals/acc: 0.05\n")
+    result = gate(runs["base"], runs["worse"], tracking_uri=runs["uri"],
+                  thresholds=load_thresholds(path), out_dir=tmp_path / "a")  # fmt: skip
+    by_name = {m.metric: m for m in result.metrics}
+    assert by_name["refusal/harmful_refusal_rate"].verdict == "pass"  # a 0.5 drop is allowed
+    assert by_name["forgetting/capitals/acc"].gated and not by_name["forgetting/arith/acc"].gated
+    assert result.verdict == "pass" and result.exit_code() == 0
+    with pytest.raises(HarnessError, match="threshold 'refusal/harmfull_rate' names no metric"):
+        gate(runs["base"], runs["same"], tracking_uri=runs["uri"],
+             thresholds={"refusal/harmfull_rate": 0.1}, out_dir=tmp_path / "b")  # fmt: skip
+    path.write_text("format/pass_rate: -1\n")
+    with pytest.raises(
+        HarnessError, match="format/pass_rate: allowed change must be a number >= 0"
+    ):
+        load_thresholds(path)
+
+
+def test_unknown_run_is_one_line(runs: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    runs = {**runs, "missing": "0" * 32}
+    assert _cli(runs, "base", "missing", tmp_path) == 2
+    assert "candidate run '00000000" in capsys.readouterr().err
