@@ -7,18 +7,10 @@ import argparse
 import os
 import sys
 import traceback
-from collections.abc import Callable
 
 from harness.errors import HarnessError
 
 EXIT_OK, EXIT_FINDING, EXIT_ERROR = 0, 1, 2
-
-
-def _not_built(verb: str, issue: str) -> Callable[[argparse.Namespace], int]:
-    def handler(_args: argparse.Namespace) -> int:
-        raise HarnessError(f"'harness {verb}' is not built yet ({issue}); see README.md")
-
-    return handler
 
 
 def _toy_build(args: argparse.Namespace) -> int:
@@ -35,6 +27,8 @@ def _train(args: argparse.Namespace) -> int:
 
     exp = load_experiment(args.experiment, args.overrides)
     result, weights = train_and_save(exp, args.out)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone reports
+        return EXIT_FINDING if result.status == "nan" else EXIT_OK
     mix = result.lineage["trained"]
     total_params = max(result.total_params, 1)
     audit = result.lineage["mask_audit"]["total"]
@@ -124,6 +118,26 @@ def _gate(args: argparse.Namespace) -> int:
     return result.exit_code(strict=args.strict)
 
 
+def _data_lint(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.lint import lint_files
+
+    suites = None
+    if args.suites is not None:
+        suites = [s.strip() for s in args.suites.split(",") if s.strip() not in ("", "none")]
+    report = lint_files(
+        args.files,
+        suites=suites,
+        dataset=args.dataset,
+        format=args.format,
+        model=args.model,
+        suite_dirs=args.suite_dir,
+    )
+    print(json.dumps(report.to_dict(), indent=1) if args.json else report.summary())
+    return EXIT_OK if report.ok else EXIT_FINDING
+
+
 def _add_set_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--set",
@@ -188,8 +202,20 @@ def build_parser() -> argparse.ArgumentParser:
     data_verbs = p.add_subparsers(dest="data_verb", metavar="ACTION", required=True)
     q = data_verbs.add_parser("lint", help="lint SFT data files")
     q.add_argument("files", nargs="+")
-    q.add_argument("--suites")
-    q.set_defaults(func=_not_built("data lint", "the reliability issue"))
+    q.add_argument(
+        "--suites",
+        help="comma-separated suites to check contamination against (default: all; none)",
+    )
+    q.add_argument("--dataset", choices=["auto", "toy", "english"], default="auto")
+    q.add_argument(
+        "--format",
+        choices=["auto", "messages", "prompt_completion", "alpaca", "text"],
+        default="auto",
+    )
+    q.add_argument("--model", help="count tokens with this model's tokenizer (default: words)")
+    q.add_argument("--suite-dir", action="append", default=[], help="extra suite folder(s)")
+    q.add_argument("--json", action="store_true", help="print the report as JSON")
+    q.set_defaults(func=_data_lint)
 
     p = verbs.add_parser("toy", help="the offline toy world (tiny base model + data)")
     toy_verbs = p.add_subparsers(dest="toy_verb", metavar="ACTION", required=True)

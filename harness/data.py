@@ -61,6 +61,7 @@ class LoadedSource:
     skip_reasons: dict[str, int] = field(default_factory=dict)
     first_skips: list[str] = field(default_factory=list)
     sha256: str | None = None
+    bad_rows: list[tuple[int, str]] = field(default_factory=list)  # every skip, for `data lint`
 
     def to_dict(self) -> dict:
         """Everything but the examples, JSON-serialisable."""
@@ -121,6 +122,7 @@ def load_source(
             if on_bad_row == "error":
                 raise HarnessError(message) from None
             skips[bad.reason] += 1
+            loaded.bad_rows.append((number, message))
             if len(loaded.first_skips) < 5:
                 loaded.first_skips.append(message)
     loaded.skipped = sum(skips.values())

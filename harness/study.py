@@ -9,6 +9,7 @@ study goes on. The same study name resumes the same study and the same MLflow pa
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ from harness.config import (
 from harness.errors import HarnessError
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-HEARTBEAT_SECONDS = 10  # a trial whose process died is failed after 3 missed heartbeats
+# A trial whose process died is failed after 3 missed heartbeats (tests shorten the interval).
+HEARTBEAT_SECONDS = int(os.environ.get("HARNESS_HEARTBEAT_SECONDS", "10"))
 
 
 @dataclass
@@ -45,13 +47,25 @@ class StudyOutcome:
 
 
 def storage_for(exp: Experiment, override: str | None = None):
+    """The study's RDB storage. A trial whose worker died (no heartbeat for 3 intervals) is
+    failed and queued once more with the same parameters: a kill is not the trial's fault."""
     url = override or exp.storage or default_storage(exp.tracking_uri)
-    try:
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=3 * HEARTBEAT_SECONDS
-        ), url
-    except Exception as e:  # unreachable server, bad URL, missing driver
-        raise HarnessError(f"storage {url}: cannot open ({str(e).splitlines()[0][:200]})") from None
+    for attempt in range(3):  # workers starting together race to create the tables
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=3 * HEARTBEAT_SECONDS,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=1
+                ),
+            ), url
+        except Exception as e:  # unreachable server, bad URL, missing driver
+            if attempt == 2 or "already exists" not in str(e) and "UNIQUE" not in str(e):
+                reason = str(e).splitlines()[0][:200]
+                raise HarnessError(f"storage {url}: cannot open ({reason})") from None
+            time.sleep(1)
+    raise AssertionError("unreachable")
 
 
 def _constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
@@ -101,12 +115,28 @@ def objectives_of(exp: Experiment) -> list[tuple[str, str]]:
 def run_study(
     exp: Experiment, n_trials: int | None = None, storage: str | None = None
 ) -> StudyOutcome:
-    """Create or resume the study and run trials until `n_trials` have finished (any state)."""
+    """Create or resume the study and run trials until `n_trials` have finished (any state).
+
+    Any number of workers may run this on one study (shared RDB storage). A worker stops
+    starting trials once the finished ones plus those other workers are running reach the
+    target, then waits for those (taking over any whose worker dies) before it returns. A trial
+    failed because its worker died is retried once and does not count; see `_counted`.
+    """
     from harness import evaluate as ev
+    from harness.lint import lint_experiment
     from harness.models import load_tokenizer
     from harness.train import prepare_data
 
+    # Everything that would fail every trial fails here, once, before the study exists.
     objectives = objectives_of(exp)
+    tokenizer = load_tokenizer(exp.model)
+    prepare_data(exp, tokenizer)
+    lint = lint_experiment(exp)
+    print(lint.summary(max_per_kind=3))
+    dataset = ev.resolve_dataset(exp.eval.dataset, exp.model)
+    print(f"study {exp.name}: base model {exp.model}; computing or loading its cached eval results")
+    base = ev.evaluate_base(exp.model, exp.eval.suites, exp.eval, dataset)
+
     rdb, storage_url = storage_for(exp, storage)
     study = optuna.create_study(
         study_name=exp.name,
@@ -118,13 +148,6 @@ def run_study(
     )
     study.set_metric_names([m for m, _ in objectives])
 
-    # Everything that would fail every trial fails here, once, before any training.
-    tokenizer = load_tokenizer(exp.model)
-    prepare_data(exp, tokenizer)
-    dataset = ev.resolve_dataset(exp.eval.dataset, exp.model)
-    print(f"study {exp.name}: base model {exp.model}; computing or loading its cached eval results")
-    base = ev.evaluate_base(exp.model, exp.eval.suites, exp.eval, dataset)
-
     tracking_uri = resolve_tracking_uri(exp.tracking_uri)
     experiment_id = tracking.setup(exp)
     _fail_stale_trials(study)
@@ -132,7 +155,6 @@ def run_study(
     target = n_trials if n_trials is not None else exp.n_trials
     if exp.sampler == "grid" and n_trials is None:
         target = min(target, _grid_size(exp))
-    remaining = max(0, target - len(_finished(study)))
     parent_params = {
         "study.sampler": exp.sampler,
         "study.pruner": exp.pruner,
@@ -143,16 +165,23 @@ def run_study(
         "study.model": exp.model,
     }
     with tracking.start_parent(exp, experiment_id, parent_params) as parent:
-        print(f"study {exp.name}: {len(_finished(study))} trial(s) done, running {remaining} more")
-        study.optimize(
-            lambda trial: _objective(
-                trial, exp, tokenizer, base, dataset, experiment_id, objectives
-            ),
-            n_trials=remaining,
-            timeout=exp.timeout,
-            catch=(Exception,),
-            gc_after_trial=True,
-        )
+        _log_lint(lint)
+        print(f"study {exp.name}: {_counted(study)} of {target} trial(s) done")
+        deadline = time.monotonic() + exp.timeout if exp.timeout else None
+        while _counted(study) < target and (deadline is None or time.monotonic() < deadline):
+            _fail_stale_trials(study)
+            if _counted(study) + _running(study) >= target:
+                time.sleep(HEARTBEAT_SECONDS)  # other workers run the last trials
+                continue
+            study.optimize(
+                lambda trial: _objective(
+                    trial, exp, tokenizer, base, dataset, experiment_id, objectives
+                ),
+                n_trials=1,
+                timeout=None if deadline is None else max(deadline - time.monotonic(), 0),
+                catch=(Exception,),
+                gc_after_trial=True,
+            )
         tracking.reconcile(experiment_id, exp.name, _states(study))
         _log_study_summary(study, objectives, exp)
         outcome = StudyOutcome(study, experiment_id, parent.info.run_id, tracking_uri, storage_url)
@@ -291,10 +320,18 @@ def _log_training(result: Any, lineage: dict, tokenizer: Any, exp: Experiment) -
             if k not in ("loss_curve", "status", "reason", "batching")
         }
     )
-    mix = lineage.get("mix", {}).get("composition", {}) or lineage.get("composition", {})
-    for source, comp in mix.items() if isinstance(mix, dict) else []:
-        if isinstance(comp, dict):
-            tracking.log_metrics({f"mix/{source}/{k}": v for k, v in comp.items()})
+    for source, info in lineage["mix"]["sources"].items():
+        trained = lineage["trained"].get(source, {})
+        tracking.log_metrics(
+            {
+                f"mix/{source}/share": info["realised_share"],
+                f"mix/{source}/requested_share": info["requested_share"],
+                f"mix/{source}/examples": info["examples"],
+                f"mix/{source}/tokens": trained.get("tokens", 0),
+                f"mix/{source}/trainable_tokens": trained.get("trainable_tokens", 0),
+            }
+        )
+
     template_hash = hashlib.sha256((tokenizer.chat_template or "").encode()).hexdigest()[:16]
     tracking.log_params(
         {
@@ -310,6 +347,14 @@ def _log_training(result: Any, lineage: dict, tokenizer: Any, exp: Experiment) -
         }
     )
     mlflow.log_dict(lineage, "lineage.json")
+
+
+def _log_lint(lint: Any) -> None:
+    """The data lint of the study's sources, on the parent run (it informs; it does not stop)."""
+    import mlflow
+
+    mlflow.log_dict(lint.to_dict(), "lint.json")
+    tracking.log_metrics({f"lint/{kind}": n for kind, n in lint.by_kind().items()})
 
 
 def _log_text(path: str, text: str) -> None:
@@ -359,8 +404,16 @@ def _states(study: optuna.Study) -> dict[int, str]:
     return {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
 
 
-def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+def _counted(study: optuna.Study) -> int:
+    """Finished trials toward `n_trials`: a trial killed with its worker and retried does not
+    count (its retry does), so a kill costs time, not a configuration of the grid."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    return sum(t.state.is_finished() and t.number not in retried for t in trials)
+
+
+def _running(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
 
 
 def _fail_stale_trials(study: optuna.Study) -> None:
@@ -428,42 +481,53 @@ def _print_trial(
     print(f"trial {number}: {values} ({shown}) in {seconds:.0f}s")
 
 
+_TABLE_METRICS = {
+    "target/accuracy": "target",
+    "forgetting/delta": "forget Δ",
+    "refusal/harmful_refusal_rate": "harmful refused",
+    "refusal/benign_refusal_rate": "benign refused",
+    "format/pass_rate": "format",
+}
+
+
 def print_table(outcome: StudyOutcome, exp: Experiment) -> None:
     """A short table of trials and where to look next."""
+    import sys
+
     from rich.console import Console
     from rich.table import Table
 
     study = outcome.study
-    metrics = [
-        "target/accuracy",
-        "forgetting/delta",
-        "refusal/harmful_refusal_rate",
-        "refusal/benign_refusal_rate",
-        "format/pass_rate",
-    ]
     table = Table(title=f"study {exp.name}")
-    table.add_column("trial")
-    table.add_column("state")
-    for name in exp.search:
-        table.add_column(name.split(".")[-2] if name.endswith(".weight") else name.split(".")[-1])
-    for m in metrics:
-        table.add_column(m.replace("refusal/", "").replace("_refusal_rate", " refusal"))
+    for header in (
+        "trial",
+        "state",
+        *(_short(name) for name in exp.search),
+        *_TABLE_METRICS.values(),
+    ):
+        table.add_column(header, no_wrap=True)
     best = {t.number for t in best_trials(study, exp)}
     for t in study.get_trials(deepcopy=False):
         summary = t.user_attrs.get("summary", {})
-        cells = [f"{t.number}{' *' if t.number in best else ''}", t.state.name]
+        cells = [f"{t.number}{' *' if t.number in best else ''}", t.state.name.lower()]
         cells += [str(t.params.get(name, "")) for name in exp.search]
-        cells += [f"{summary[m]:.3f}" if m in summary else "" for m in metrics]
+        cells += [f"{summary[m]:.3f}" if m in summary else "" for m in _TABLE_METRICS]
         table.add_row(*cells)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
-    db = outcome.tracking_uri.removeprefix("sqlite:///")
-    console.print(
-        f"* best (Pareto front for several objectives). MLflow: mlflow ui --backend-store-uri {outcome.tracking_uri}"
-    )
+    console.print("* best trial (the Pareto front when there are several objectives)")
+    console.print(f"MLflow: mlflow ui --backend-store-uri {outcome.tracking_uri}")
     if outcome.report_dir:
-        console.print(f"report: {outcome.report_dir}/report.html")
-    console.print(f"optuna storage: {outcome.storage}; tracking db: {db}")
+        console.print(f"report: {outcome.report_dir}/report.html (and report.md)")
+    console.print(f"Optuna storage: {outcome.storage}")
+
+
+def _short(path: str) -> str:
+    """`data.sources.replay.weight` → `replay`; `peft.enabled` → `lora`; else the last part."""
+    parts = path.split(".")
+    if path == "peft.enabled":
+        return "lora"
+    return parts[-2] if parts[-1] == "weight" and len(parts) > 1 else parts[-1]
 
 
 def write_report(outcome: StudyOutcome, exp: Experiment) -> Path | None:

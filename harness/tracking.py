@@ -15,6 +15,8 @@ import json
 import math
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +47,8 @@ def setup(exp: Experiment) -> str:
 
     uri = resolve_tracking_uri(exp.tracking_uri)
     mlflow.set_tracking_uri(uri)
-    found = mlflow.get_experiment_by_name(exp.name)
+    with _first_open_lock(uri):
+        found = mlflow.get_experiment_by_name(exp.name)
     if found:
         return found.experiment_id
     location = None
@@ -60,28 +63,55 @@ def setup(exp: Experiment) -> str:
         return found.experiment_id
 
 
+PARENT_SETTLE_SECONDS = 1.0  # longer than a store's commit latency plus workers' clock skew
+
+
+@contextmanager
+def _first_open_lock(uri: str) -> Iterator[None]:
+    """MLflow creates and migrates a new sqlite store on first use; two workers doing that at
+    once collide ("duplicate column"), so they take turns through a lock file beside it."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    with open(uri[len("sqlite:///") :] + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def find_parent(experiment_id: str, study_name: str) -> str | None:
+    """The study's earliest parent run; run id breaks ties, so every worker agrees."""
     runs = client().search_runs(
         [experiment_id],
         filter_string=f"tags.`{ROLE}` = 'study' and tags.`{STUDY}` = '{study_name}'",
-        order_by=["attributes.start_time ASC"],
+        order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
         max_results=1,
     )
     return runs[0].info.run_id if runs else None
 
 
 def start_parent(exp: Experiment, experiment_id: str, params: dict[str, Any]):
-    """Resume the study's parent run (same study → same parent), or create it."""
+    """Resume the study's parent run (same study → same parent), or create it.
+
+    Workers started together may each find no parent and create one. Each creator waits until
+    every rival's creation is visible, then all keep the earliest (start time, run id) and the
+    others delete theirs. A rival created after that wait has a later start time, so it loses.
+    """
     import mlflow
 
     run_id = find_parent(experiment_id, exp.name)
     if run_id:
         return mlflow.start_run(run_id=run_id)
-    run = mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name=f"study-{exp.name}",
-        tags={ROLE: "study", STUDY: exp.name},
+    mine = client().create_run(
+        experiment_id, run_name=f"study-{exp.name}", tags={ROLE: "study", STUDY: exp.name}
     )
+    time.sleep(PARENT_SETTLE_SECONDS)
+    winner = find_parent(experiment_id, exp.name)
+    if winner != mine.info.run_id:
+        client().delete_run(mine.info.run_id)
+        return mlflow.start_run(run_id=winner)
+    run = mlflow.start_run(run_id=mine.info.run_id)
     log_params(params)
     return run
 

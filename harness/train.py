@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import resource
 import tempfile
 import time
@@ -361,11 +362,28 @@ class _StepMeter:
     total_trainable: int = 0
 
     def take(self) -> float:
+        """The step's global token-mean loss. Under DDP (accelerate shards our batches across
+        ranks) each rank's loss is its tokens' share times world size (Trainer undoes DDP's
+        gradient mean that way), so the ranks' sum over world size is the global loss."""
+        if _world_size() > 1:
+            sums = torch.tensor([float(self.loss), float(self.tokens), float(self.trainable)])
+            torch.distributed.all_reduce(sums)
+            self.loss, self.tokens, self.trainable = sums[0] / _world_size(), sums[1], sums[2]
         loss = float(self.loss)
         self.total_tokens += int(self.tokens)
         self.total_trainable += int(self.trainable)
         self.loss, self.tokens, self.trainable = 0.0, 0, 0
         return loss
+
+
+def _world_size() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _is_main_process() -> bool:
+    """Rank 0 under torchrun (RANK is set before the process group exists), else True."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 class _SFTTrainer(Trainer):
@@ -400,7 +418,8 @@ class _Monitor(TrainerCallback):
         on_interval: OnInterval | None,
         verbose: bool,
     ) -> None:
-        self.meter, self.model, self.on_interval, self.verbose = meter, model, on_interval, verbose
+        self.meter, self.model, self.on_interval = meter, model, on_interval
+        self.verbose = verbose and _is_main_process()
         self.interval, self.logging_steps = exp.eval.interval, exp.train.logging_steps
         self.curve: list[tuple[int, float]] = []
         self.status, self.reason = "ok", None
@@ -484,4 +503,6 @@ def train_and_save(
     model = load_model(exp.model, precision=exp.train.precision)
     result = train(exp, model, tokenizer, data, verbose=verbose)
     out = Path(out_dir) if out_dir else default_out_dir(exp)
+    if not _is_main_process():  # under torchrun every rank holds the same weights
+        return result, out / ("adapter" if exp.peft.enabled else "model")
     return result, save(result, tokenizer, exp, out)

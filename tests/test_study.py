@@ -86,6 +86,8 @@ def test_parent_and_child_runs_with_metrics_and_records(finished_study):
         assert name in metrics, name
     assert len(client.get_metric_history(child.info.run_id, "train/loss")) >= 2
     assert "trial.data.sources.replay.weight" in child.data.params
+    shares = [metrics[f"mix/{s}/share"] for s in ("qa", "refusal", "replay")]
+    assert sum(shares) == pytest.approx(1.0, abs=0.01) and metrics["mix/qa/examples"] > 0
     assert any(k.startswith("lineage.source.qa.sha256") for k in child.data.params)
 
     # The summary agrees with the per-sample records logged beside it.

@@ -82,10 +82,10 @@ SIZES: dict[str, ToyRecipe] = {
         num_heads=4,
         block_size=128,
         batch_size=32,
-        steps=600,
+        steps=1200,
         learning_rate=3e-3,
-        warmup_steps=40,
-        n_pretrain_docs=4000,
+        warmup_steps=60,
+        n_pretrain_docs=6000,
     ),
 }
 

@@ -181,6 +181,50 @@ def fact_sentences(world: World, parts: tuple[str, ...], arithmetic: bool) -> li
     return out
 
 
+def faq_lines(world: World) -> list[str]:
+    """Question-answer lines, as on the FAQ pages a real base model has read. They teach the
+    base model to carry a name from a question into its answer (the skill SFT then surfaces in
+    chat form); they are worded unlike the SFT and eval questions, so no eval prompt appears."""
+    out: list[str] = []
+    for x in world.lands:
+        out += [
+            f"Q: Name the capital of {x.name}. A: The capital of {x.name} is {x.capital}.",
+            f"Q: Name the flag color of {x.name}. A: The flag of {x.name} is {x.color}.",
+        ]
+    for p in world.people:
+        out += [
+            f"Q: Name the job of {p.name}. A: {p.name} is a {p.job}.",
+            f"Q: Name the home land of {p.name}. A: {p.name} lives in {p.home}.",
+        ]
+    out += [f"Q: Add {a} and {b}. A: {a} plus {b} is {c}." for a, b, c in arithmetic_facts()]
+    return out
+
+
+_COPY_LINES = (
+    "Q: What is the capital of {a}? A: The capital of {a} is {b}.",
+    "Q: What is the job of {a}? A: {a} is a {job}.",
+    "Q: Where does {a} live? A: {a} lives in {b}.",
+    "{a} met {b} in the market. Then {b} gave {a} a {color} cup.",
+    "The friend of {a} is {b}, and {b} likes {a}.",
+)
+
+
+def copy_lines(world: World, n: int, seed: int) -> list[str]:
+    """Lines about freshly invented names, which only copying from context can complete. A real
+    base model has this skill (induction heads), and SFT relies on it to answer about an entity
+    named in the question. World names are reserved, so no world fact or eval item appears."""
+    rng = random.Random(seed)
+    reserved = {e.name.lower() for e in world.lands + world.people} | {
+        x.capital.lower() for x in world.lands
+    }
+    out = []
+    for _ in range(n):
+        a, b = _names(rng, 2, (1, 2), set(reserved))
+        line = rng.choice(_COPY_LINES)
+        out.append(line.format(a=a, b=b, job=rng.choice(JOBS), color=rng.choice(COLORS)))
+    return out
+
+
 def corpus(sentences: list[str], n_docs: int, seed: int) -> list[str]:
     """Short documents of 2-5 sentences drawn from `sentences`, with some filler."""
     rng = random.Random(seed)
@@ -469,7 +513,7 @@ def refusal_sft(world: World, rng: random.Random) -> tuple[list[dict], list[dict
         for q, a in _BENIGN
         for p in rng.sample(people, 10)
     ]
-    return harmful, _dedupe(benign)
+    return _dedupe(harmful), _dedupe(benign)
 
 
 def refusal_eval(world: World, rng: random.Random, exclude: set[str]) -> list[dict]:
@@ -547,7 +591,9 @@ def write_world_data(
     world = make_world(seed)
     rng = random.Random(seed + 2)
     harmful, benign = refusal_sft(world, rng)
-    everything = fact_sentences(world, ("sft", "target", "forget"), arithmetic=True)
+    everything = fact_sentences(world, ("sft", "target", "forget"), arithmetic=True) + faq_lines(
+        world
+    )
     replayable = fact_sentences(world, ("sft",), arithmetic=False)
     files: dict[str, list[dict]] = {
         "pretrain.jsonl": [{"text": t} for t in corpus(everything, n_pretrain_docs, seed + 1)],
