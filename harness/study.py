@@ -1,8 +1,8 @@
 """`harness run`: an Optuna study whose every trial is trained, judged on behaviour and logged.
 
 One trial, top to bottom: sample parameters → resolve the experiment with them → build the data
-mix → masked SFT (reporting a cheap behavioural proxy to the pruner at each eval interval) →
-full eval suites against the cached base model → MLflow child run. A trial that fails (NaN loss,
+mix → masked SFT (at each eval interval the objective, measured on a few items, goes to the
+pruner) → full eval suites against the cached base model → MLflow child run. A trial that fails (NaN loss,
 out of memory, a sample that breaks validation) is recorded as failed with its reason, and the
 study goes on. The same study name resumes the same study and the same MLflow parent run.
 """
