@@ -1,0 +1,39 @@
+"""The shipped experiment files validate, and they say what they claim to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.config import load_experiment
+from harness.study import objectives_of
+
+EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_experiment_file_validates(path):
+    exp = load_experiment(path)
+    assert exp.data.sources and objectives_of(exp)
+
+
+def test_demo_is_a_grid_ablation_of_mix_and_method_on_the_toy_world():
+    exp = load_experiment(Path(__file__).resolve().parents[1] / "experiments" / "demo.yaml")
+    assert exp.is_toy and exp.sampler == "grid"
+    assert set(exp.search) == {
+        "data.sources.replay.weight",
+        "data.sources.refusal.weight",
+        "peft.enabled",
+    }
+    assert {"forgetting", "refusal", "format", "target"} <= set(exp.eval.suites)
+
+
+def test_real_model_example_is_lora_bf16_with_standard_forgetting_tasks():
+    exp = load_experiment(
+        Path(__file__).resolve().parents[1] / "experiments" / "qwen2.5-0.5b-lora.yaml"
+    )
+    assert not exp.is_toy and exp.peft.enabled and exp.train.precision == "bf16"
+    assert exp.eval.dataset == "english" and exp.eval.tasks
+    assert all(s.path.startswith("hf:") for s in exp.data.sources)
+    assert exp.constraints and exp.pruner == "median" and exp.eval.interval
