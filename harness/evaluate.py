@@ -38,6 +38,7 @@ from typing import Any
 
 from harness.config import EvalConfig
 from harness.errors import HarnessError
+from harness.files import read_jsonl, write_atomic
 from harness.suites import (
     Suite,
     TaskRef,
@@ -67,10 +68,10 @@ class EvalResult:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         for suite, rows in self.records.items():
-            _atomic_write(out / f"{suite}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+            write_atomic(out / f"{suite}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         meta = {"dataset": self.dataset, "seconds": self.seconds, **self.info}
         body = {"summary": self.summary, "suites": sorted(self.records), "info": meta}
-        _atomic_write(out / "summary.json", json.dumps(body, indent=1, sort_keys=True))
+        write_atomic(out / "summary.json", json.dumps(body, indent=1, sort_keys=True))
         return out
 
 
@@ -80,10 +81,7 @@ def load_result(out_dir: str | Path) -> EvalResult:
     if not (out / "summary.json").is_file():
         raise HarnessError(f"{out}: no summary.json there; is it an eval output folder?")
     body = json.loads((out / "summary.json").read_text())
-    records = {
-        s: [json.loads(line) for line in (out / f"{s}.jsonl").read_text().splitlines() if line]
-        for s in body["suites"]
-    }
+    records = {s: read_jsonl(out / f"{s}.jsonl") for s in body["suites"]}
     info = body.get("info", {})
     return EvalResult(body["summary"], records, info.get("dataset", "toy"), info.get("seconds", 0))
 
@@ -686,15 +684,7 @@ def _read_cache(path: Path) -> list[dict] | None:
 
 def _write_cache(path: Path, model_name: str, records: list[dict]) -> None:
     body = {"model": model_name, "created": time.time(), "records": records}
-    _atomic_write(path, json.dumps(body))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(body))
 
 
 # ---------------------------------------------------------------- printing

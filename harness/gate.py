@@ -32,6 +32,7 @@ import yaml
 
 from harness.config import load_experiment, resolve_tracking_uri
 from harness.errors import HarnessError
+from harness.files import write_atomic
 from harness.report import (
     Block,
     Heading,
@@ -43,7 +44,6 @@ from harness.report import (
     fmt_num,
     load_records,
     new_figure,
-    write_atomic,
     write_report,
 )
 from harness.stats import PairedComparison, items_needed, paired_comparison

@@ -337,7 +337,8 @@ def _eval_items(
     suites: Sequence[str] | None, dataset: str, suite_dirs: Sequence[str | Path]
 ) -> tuple[list[_Unit], LintReport]:
     """Text units of every eval item, plus a report that says which suites they came from."""
-    from harness.suites import discover_suites, load_suites, read_jsonl
+    from harness.files import read_jsonl
+    from harness.suites import discover_suites, load_suites
 
     report = LintReport()
     names = list(discover_suites(suite_dirs)) if suites is None else list(suites)

@@ -29,6 +29,7 @@ from typing import Any
 
 from harness.config import Constraint, Experiment, load_experiment, resolve_tracking_uri
 from harness.errors import HarnessError
+from harness.files import read_jsonl, write_atomic
 from harness.stats import paired_comparison
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -145,20 +146,6 @@ def render_html(title: str, blocks: Sequence[Block]) -> str:
     return "\n".join(out)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder and rename, so a reader (a browser, CI) never
-    sees half a report and a crash leaves the previous one intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(out_dir: Path, title: str, blocks: Sequence[Block]) -> tuple[Path, Path]:
     """Write report.md (+ plots/*.png) and report.html into `out_dir`."""
     out_dir = Path(out_dir)
@@ -214,21 +201,6 @@ def client_for(tracking_uri: str) -> Any:
     return MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
 
 
-def read_jsonl(path: Path, what: str) -> list[dict]:
-    rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise HarnessError(f"{what} line {i}: invalid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise HarnessError(f"{what} line {i}: expected a JSON object per line")
-        rows.append(row)
-    return rows
-
-
 def load_records(client: Any, run_id: str, suites: Sequence[str] | None = None) -> dict:
     """Per-sample records of a run, `{suite: [record, ...]}` from `records/<suite>.jsonl`."""
     from mlflow.exceptions import MlflowException
@@ -246,7 +218,7 @@ def load_records(client: Any, run_id: str, suites: Sequence[str] | None = None) 
                 local = client.download_artifacts(run_id, f"records/{name}", tmp)
             except (MlflowException, OSError) as exc:
                 raise HarnessError(f"run {run_id}: cannot read records/{name}: {exc}") from None
-            out[name[: -len(".jsonl")]] = read_jsonl(Path(local), f"run {run_id} records/{name}")
+            out[name[: -len(".jsonl")]] = read_jsonl(local, f"run {run_id} records/{name}")
     return out
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from harness.errors import HarnessError
+from harness.files import read_jsonl
 
 EVALS_DIR = Path(__file__).resolve().parent.parent / "evals"
 DATASETS = ("toy", "english")
@@ -325,17 +326,6 @@ def select_docs(dataset, *, then=None, field=None, value=None, interleave=None):
         queues = list(buckets.values())
         idx = [q[k] for k in range(max(map(len, queues), default=0)) for q in queues if k < len(q)]
     return dataset.select(idx)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise HarnessError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-    return rows
 
 
 def suite_hash(suite: Suite, data_path: Path, settings: dict[str, Any]) -> str:
