@@ -9,6 +9,7 @@ study goes on. The same study name resumes the same study and the same MLflow pa
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import warnings
@@ -103,7 +104,7 @@ def suggest(trial: optuna.Trial, name: str, space: SearchSpace) -> Any:
 
 
 def objectives_of(exp: Experiment) -> list[tuple[str, str]]:
-    """(metric, direction) pairs; without objectives, the first suite's headline metric."""
+    """(metric, direction) pairs; without objectives, keep forgetting low (`forgetting/delta`)."""
     if exp.objectives:
         return [(o.metric, o.direction) for o in exp.objectives]
     return [("forgetting/delta", "maximize")]
@@ -183,7 +184,7 @@ def run_study(
                 gc_after_trial=True,
             )
         tracking.reconcile(experiment_id, exp.name, _states(study))
-        _log_study_summary(study, objectives, exp)
+        _log_study_summary(study, objectives)
         outcome = StudyOutcome(study, experiment_id, parent.info.run_id, tracking_uri, storage_url)
     return outcome
 
@@ -369,6 +370,7 @@ def _yaml(data: dict) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
+@functools.cache
 def _git_commit() -> str:
     import subprocess
 
@@ -385,6 +387,7 @@ def _git_commit() -> str:
         return "unknown"
 
 
+@functools.cache
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -428,9 +431,7 @@ def _grid_size(exp: Experiment) -> int:
     return size
 
 
-def _log_study_summary(
-    study: optuna.Study, objectives: list[tuple[str, str]], exp: Experiment
-) -> None:
+def _log_study_summary(study: optuna.Study, objectives: list[tuple[str, str]]) -> None:
     import mlflow
 
     trials = [
@@ -447,7 +448,7 @@ def _log_study_summary(
         for t in study.get_trials(deepcopy=False)
     ]
     mlflow.log_dict(trials, "study/trials.json")
-    best = best_trials(study, exp)
+    best = best_trials(study)
     mlflow.set_tag("harness.best_trials", ",".join(str(t.number) for t in best))
     if len(best) == 1:
         tracking.log_metrics(
@@ -455,20 +456,15 @@ def _log_study_summary(
         )
 
 
-def best_trials(study: optuna.Study, exp: Experiment) -> list[optuna.trial.FrozenTrial]:
-    """The best trial, or the Pareto front for several objectives (feasible ones first)."""
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    if not complete:
+def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The best trial, or the Pareto front for several objectives; with constraints, Optuna
+    counts feasible trials only (none feasible: an empty list)."""
+    if not any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
         return []
-    feasible = (
-        [t for t in complete if all(v <= 0 for v in _constraints(t))]
-        if exp.constraints
-        else complete
-    )
     try:
         return study.best_trials if len(study.directions) > 1 else [study.best_trial]
-    except ValueError:
-        return feasible[:1]
+    except ValueError:  # every complete trial violates a constraint
+        return []
 
 
 def _print_trial(
@@ -506,7 +502,7 @@ def print_table(outcome: StudyOutcome, exp: Experiment) -> None:
         *_TABLE_METRICS.values(),
     ):
         table.add_column(header, no_wrap=True)
-    best = {t.number for t in best_trials(study, exp)}
+    best = {t.number for t in best_trials(study)}
     for t in study.get_trials(deepcopy=False):
         summary = t.user_attrs.get("summary", {})
         cells = [f"{t.number}{' *' if t.number in best else ''}", t.state.name.lower()]

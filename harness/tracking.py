@@ -155,27 +155,32 @@ def log_params(params: dict[str, Any]) -> None:
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     """Finite numbers only (NaN/inf would poison comparisons), in one batch."""
+    _log_batch(
+        (k, v, step or 0)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    )
+
+
+def log_curve(name: str, curve: list[tuple[int, float]]) -> None:
+    """A metric's history, e.g. the training loss by step."""
+    _log_batch((name, v, s) for s, v in curve)
+
+
+def _log_batch(points: Any) -> None:
+    """(name, value, step) points to the active run: finite values only, in batches MLflow takes."""
     import mlflow
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
     batch = [
-        Metric(safe_name(k), float(v), now, step or 0)
-        for k, v in metrics.items()
-        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        Metric(safe_name(name), float(v), now, int(step))
+        for name, v, step in points
+        if math.isfinite(v)
     ]
+    run_id = mlflow.active_run().info.run_id
     for i in range(0, len(batch), 900):
-        client().log_batch(mlflow.active_run().info.run_id, metrics=batch[i : i + 900])
-
-
-def log_curve(name: str, curve: list[tuple[int, float]]) -> None:
-    import mlflow
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    batch = [Metric(name, float(v), now, int(s)) for s, v in curve if math.isfinite(v)]
-    for i in range(0, len(batch), 900):
-        client().log_batch(mlflow.active_run().info.run_id, metrics=batch[i : i + 900])
+        client().log_batch(run_id, metrics=batch[i : i + 900])
 
 
 def log_records(records: dict[str, list[dict]]) -> None:
