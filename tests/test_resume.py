@@ -4,49 +4,17 @@ its configuration is run again, so the study still ends with `n_trials` counted 
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
-
-EXPERIMENT = """
-name: resume
-model: toy:tiny
-data:
-  budget: 64
-  max_length: 192
-  sources:
-    - {{name: qa, path: "toy:sft/qa.jsonl", weight: 1.0}}
-    - {{name: replay, path: "toy:sft/replay.jsonl", weight: 0.0}}
-train: {{learning_rate: 0.003, max_steps: 20, batch_tokens: 2048}}
-eval: {{suites: [forgetting], limit: 4, batch_size: 32, max_new_tokens: 8}}
-search:
-  data.sources.replay.weight: {{type: grid, choices: [0.0, 0.25, 0.5]}}
-sampler: grid
-pruner: none
-n_trials: 3
-tracking_uri: sqlite:///{tmp}/mlflow.db
-storage: sqlite:///{tmp}/optuna.db
-output_dir: {tmp}/runs
-"""
-
-
-def harness_env() -> dict[str, str]:
-    """One thread per worker and a 1 s heartbeat, so a dead worker's trial is stale after 3 s."""
-    return os.environ | {
-        "OMP_NUM_THREADS": "1",
-        "HARNESS_HEARTBEAT_SECONDS": "1",
-        "MLFLOW_ENABLE_TELEMETRY": "false",
-        "PYTHONUNBUFFERED": "1",
-    }
+from tiny_study import grid_study_yaml, harness_env
 
 
 def _trials(db: Path) -> dict[int, tuple[str, bool]]:
@@ -90,7 +58,7 @@ def _kill_during_second_trial(cmd: list[str], tmp_path: Path, timeout: float = 1
 @pytest.mark.slow
 def test_killed_study_resumes_and_finishes(tmp_path, toy_tiny):
     path = tmp_path / "resume.yaml"
-    path.write_text(textwrap.dedent(EXPERIMENT.format(tmp=tmp_path)))
+    path.write_text(grid_study_yaml(tmp_path, name="resume", grid=[0.0, 0.25, 0.5], max_steps=20))
     cmd = [sys.executable, "-m", "harness", "run", str(path)]
 
     _kill_during_second_trial(cmd, tmp_path)

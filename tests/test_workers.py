@@ -5,36 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from postgres import postgres_server
-from test_resume import harness_env
+from tiny_study import grid_study_yaml, harness_env
 
 WORKERS = 2
 GRID = [0.0, 0.1, 0.2, 0.3]
-EXPERIMENT = """
-name: {name}
-model: toy:tiny
-data:
-  budget: 64
-  max_length: 192
-  sources:
-    - {{name: qa, path: "toy:sft/qa.jsonl", weight: 1.0}}
-    - {{name: replay, path: "toy:sft/replay.jsonl", weight: 0.0}}
-train: {{learning_rate: 0.003, max_steps: 4, batch_tokens: 2048}}
-eval: {{suites: [forgetting], limit: 4, batch_size: 32, max_new_tokens: 8}}
-search:
-  data.sources.replay.weight: {{type: grid, choices: {grid}}}
-sampler: grid
-pruner: none
-n_trials: {n}
-tracking_uri: sqlite:///{tmp}/mlflow.db
-storage: {storage}
-output_dir: {tmp}/runs
-"""
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +35,7 @@ def test_workers_share_one_study_and_one_parent_run(backend, tmp_path, toy_tiny,
     )
     name = f"workers-{backend}"
     path = tmp_path / "workers.yaml"
-    path.write_text(
-        textwrap.dedent(
-            EXPERIMENT.format(name=name, grid=GRID, n=len(GRID), tmp=tmp_path, storage=storage)
-        )
-    )
+    path.write_text(grid_study_yaml(tmp_path, name=name, grid=GRID, max_steps=4, storage=storage))
     cmd = [sys.executable, "-m", "harness", "run", str(path)]
     workers = [
         subprocess.Popen(

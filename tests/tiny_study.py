@@ -1,0 +1,55 @@
+"""A small grid study on the tiny toy model, run as real `harness run` subprocesses by the
+resume and multi-worker tests."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+_EXPERIMENT = """
+name: {name}
+model: toy:tiny
+data:
+  budget: 64
+  max_length: 192
+  sources:
+    - {{name: qa, path: "toy:sft/qa.jsonl", weight: 1.0}}
+    - {{name: replay, path: "toy:sft/replay.jsonl", weight: 0.0}}
+train: {{learning_rate: 0.003, max_steps: {max_steps}, batch_tokens: 2048}}
+eval: {{suites: [forgetting], limit: 4, batch_size: 32, max_new_tokens: 8}}
+search:
+  data.sources.replay.weight: {{type: grid, choices: {grid}}}
+sampler: grid
+pruner: none
+n_trials: {n}
+tracking_uri: sqlite:///{tmp}/mlflow.db
+storage: {storage}
+output_dir: {tmp}/runs
+"""
+
+
+def grid_study_yaml(
+    tmp: Path, *, name: str, grid: list[float], max_steps: int, storage: str | None = None
+) -> str:
+    """One trial per grid value of the replay weight; sqlite storage in `tmp` by default."""
+    return textwrap.dedent(
+        _EXPERIMENT.format(
+            name=name,
+            grid=grid,
+            n=len(grid),
+            max_steps=max_steps,
+            tmp=tmp,
+            storage=storage or f"sqlite:///{tmp}/optuna.db",
+        )
+    )
+
+
+def harness_env() -> dict[str, str]:
+    """One thread per worker and a 1 s heartbeat, so a dead worker's trial is stale after 3 s."""
+    return os.environ | {
+        "OMP_NUM_THREADS": "1",
+        "HARNESS_HEARTBEAT_SECONDS": "1",
+        "MLFLOW_ENABLE_TELEMETRY": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
