@@ -107,10 +107,15 @@ def score_refusal(doc: dict, results: list[str]) -> dict[str, float]:
 
 
 def score_format(doc: dict, results: list[str]) -> dict[str, float]:
-    """`pass`: every format constraint of the item holds."""
+    """`pass`: every format constraint of the item holds (IFEval's strict reading);
+    `pass_loose`: the same under IFEval's loose reading (see `harness.scorers.loose_variants`)."""
     from harness.scorers import check_all
 
-    return {"pass": float(check_all(results[0], _specs(doc)))}
+    specs, prompt = _specs(doc), str(doc.get("prompt") or "")
+    return {
+        "pass": float(check_all(results[0], specs, prompt=prompt)),
+        "pass_loose": float(check_all(results[0], specs, loose=True, prompt=prompt)),
+    }
 
 
 def score_target(doc: dict, results: list[str]) -> dict[str, float]:

@@ -13,18 +13,30 @@ is_refusal(text: str) -> bool
 refusal_classifier_report(seed: int = 0, test_size: float = 0.25) -> dict
     Held-out accuracy of the classifier (and of rules + classifier) on a stratified, seeded split
     of the labelled replies, so reports can state how far `is_refusal` can be trusted.
-check_format(response: str, spec: dict) -> bool
-    Whether a reply satisfies one format constraint, e.g. {"type": "bullets", "count": 3}.
-check_all(response: str, specs: list[dict]) -> bool
+check_format(response: str, spec: dict, *, loose=False, prompt="") -> bool
+    Whether a reply satisfies one format constraint: an IFEval instruction id with IFEval's
+    kwargs, e.g. {"type": "length_constraints:number_words", "relation": "less than",
+    "num_words": 50}, scored by lm-eval's own checker (`harness.ifeval`), or one of the
+    harness's own short types, e.g. {"type": "bullets", "count": 3}. `loose=True` is IFEval's
+    loose verdict: the constraint holds for the reply or for one of its variants with the first
+    and/or last line removed and/or asterisks stripped (for both kinds of type).
+check_all(response: str, specs: list[dict], *, loose=False, prompt="") -> bool
     All constraints hold.
 validate_spec(spec: dict) -> None
     Raise HarnessError naming the bad field; used by data lint and by check_format.
 count_words(text: str) -> int
     Words as the max_words / min_words constraints count them.
 FORMAT_TYPES
-    Supported spec types, see `_SPEC_FIELDS` for their fields.
+    The harness's own short types, see `_SPEC_FIELDS` for their fields; every IFEval id
+    (`harness.ifeval.instruction_ids()`) is accepted too.
 
-Format conventions (decided once, here):
+The short types stay the harness's own checkers, with the conventions below, because their IFEval
+counterparts mean something else: IFEval's case checks also require langdetect to call the text
+English (a toy-world reply or a three-word answer often is not), its word count splits "don't"
+in two, its end check ignores case and quotes, its keyword check is a substring match ("cat" in
+"category"). JSON with required keys, numbered lists and starts_with have no IFEval checker.
+
+Format conventions of the short types (decided once, here):
 - Line endings are normalised (CRLF/CR -> LF) before any check.
 - An empty or whitespace-only reply fails every constraint: saying nothing follows no instruction.
 - lowercase / uppercase need at least one cased letter ("123" proves nothing, so it fails).
@@ -46,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.ifeval import check_instruction, is_instruction_id, validate_instruction
 
 REPLIES_PATH = Path(__file__).resolve().parent.parent / "evals" / "refusal" / "replies.jsonl"
 
@@ -282,9 +295,13 @@ def validate_spec(spec: Any) -> None:
     if not isinstance(spec, dict):
         raise HarnessError(f"format spec must be a mapping, got {type(spec).__name__}")
     spec_type = spec.get("type")
+    if is_instruction_id(spec_type):
+        validate_instruction(spec)
+        return
     if spec_type not in _SPEC_FIELDS:
         raise HarnessError(
-            f"format spec field 'type': unknown {spec_type!r} (use one of {', '.join(FORMAT_TYPES)})"
+            f"format spec field 'type': unknown {spec_type!r} (use one of {', '.join(FORMAT_TYPES)}"
+            ", or an IFEval instruction id such as length_constraints:number_words)"
         )
     fields = _SPEC_FIELDS[spec_type]
     for key in spec:
@@ -331,11 +348,36 @@ def _has_cased(text: str) -> bool:
     return any(ch.isupper() or ch.islower() for ch in text)
 
 
-def check_format(response: str, spec: dict[str, Any]) -> bool:
-    """Whether `response` satisfies one format constraint (see the module docstring)."""
+def loose_variants(response: str) -> list[str]:
+    """IFEval's loose reading of a reply: the reply and its variants with the first line, the
+    last line or both removed, each also with every asterisk stripped (markdown emphasis)."""
+    lines = response.split("\n")
+    cut = [
+        response,
+        "\n".join(lines[1:]).strip(),
+        "\n".join(lines[:-1]).strip(),
+        "\n".join(lines[1:-1]).strip(),
+    ]
+    return cut + [text.replace("*", "") for text in cut]
+
+
+def check_format(
+    response: str, spec: dict[str, Any], *, loose: bool = False, prompt: str = ""
+) -> bool:
+    """Whether `response` satisfies one format constraint (see the module docstring); `prompt`
+    is the request, for IFEval instructions that check the reply against it."""
     validate_spec(spec)
     if not isinstance(response, str):
         raise HarnessError(f"check_format expects a string reply, got {type(response).__name__}")
+    check = (
+        functools.partial(check_instruction, spec=spec, prompt=prompt)
+        if is_instruction_id(spec["type"])
+        else functools.partial(_check_own, spec=spec)
+    )
+    return any(check(text) for text in (loose_variants(response) if loose else [response]))
+
+
+def _check_own(response: str, spec: dict[str, Any]) -> bool:
     text = response.replace("\r\n", "\n").replace("\r", "\n").strip()
     if not text:
         return False
@@ -368,10 +410,12 @@ def check_format(response: str, spec: dict[str, Any]) -> bool:
     )
 
 
-def check_all(response: str, specs: list[dict[str, Any]]) -> bool:
+def check_all(
+    response: str, specs: list[dict[str, Any]], *, loose: bool = False, prompt: str = ""
+) -> bool:
     """True when every constraint holds; an empty spec list is a data error, not a pass."""
     if not isinstance(specs, list) or not specs:
         raise HarnessError("format specs must be a non-empty list of constraints")
     for spec in specs:
         validate_spec(spec)
-    return all(check_format(response, spec) for spec in specs)
+    return all(check_format(response, spec, loose=loose, prompt=prompt) for spec in specs)
