@@ -257,9 +257,7 @@ def _evaluate_records(
             refs: dict[str, TaskRef] = {}
             configs: list[Any] = []
             for s in group:
-                built = task_configs(
-                    s, s.data_path(dataset), max_new_tokens=cfg.max_new_tokens, stop=stop
-                )
+                built = task_configs(s, dataset, max_new_tokens=cfg.max_new_tokens, stop=stop)
                 for lm_name, (config, ref) in built.items():
                     configs.append(config)
                     refs[lm_name] = ref

@@ -26,6 +26,8 @@ validate_spec(spec: dict) -> None
     Raise HarnessError naming the bad field; used by data lint and by check_format.
 count_words(text: str) -> int
     Words as the max_words / min_words constraints count them.
+required_tokens(specs: list[dict]) -> int
+    New tokens a reply meeting all the constraints needs at least (the budget rule, below).
 FORMAT_TYPES
     The harness's own short types, see `_SPEC_FIELDS` for their fields; every IFEval id
     (`harness.ifeval.instruction_ids()`) is accepted too.
@@ -53,6 +55,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -332,6 +335,49 @@ def validate_spec(spec: Any) -> None:
 def count_words(text: str) -> int:
     """Words as `check_format` counts them: letter/digit runs, inner ' and - kept."""
     return len(_WORD.findall(text))
+
+
+# The generation-budget rule: a reply meeting a constraint has at least this many words per
+# counted unit (a short sentence, a bullet, a paragraph or section, a bold highlight, one of two
+# responses), and English text costs about 1.4 tokens per word with the BPE tokenizers of common
+# model families (Llama, Qwen, Mistral: 1.3-1.4). A budget below that cuts compliant replies off.
+TOKENS_PER_WORD = 1.4
+# type -> (count field, words per unit, relation field: the count binds only for "at least")
+_LENGTH_RULES: dict[str, tuple[str, int, str | None]] = {
+    "min_words": ("n", 1, None),
+    "bullets": ("count", 3, None),
+    "numbered_list": ("count", 3, None),
+    "length_constraints:number_words": ("num_words", 1, "relation"),
+    "length_constraints:number_sentences": ("num_sentences", 5, "relation"),
+    "length_constraints:number_paragraphs": ("num_paragraphs", 20, None),
+    "length_constraints:nth_paragraph_first_word": ("num_paragraphs", 20, None),
+    "detectable_format:multiple_sections": ("num_sections", 20, None),
+    "detectable_format:number_bullet_lists": ("num_bullets", 3, None),
+    "detectable_format:number_highlighted_sections": ("num_highlights", 2, None),
+    "detectable_content:number_placeholders": ("num_placeholders", 1, None),
+    "keywords:frequency": ("frequency", 1, "relation"),
+    "keywords:letter_frequency": ("let_frequency", 1, "let_relation"),
+    "change_case:capital_word_frequency": ("capital_frequency", 1, "capital_relation"),
+    "combination:two_responses": ("", 20, None),
+}
+
+
+def _required_words(spec: dict[str, Any]) -> int:
+    kind = spec["type"]
+    if kind == "combination:repeat_prompt":  # the request, then an answer
+        return count_words(spec["prompt_to_repeat"]) + 10
+    if kind not in _LENGTH_RULES:
+        return 1
+    field, per_unit, relation = _LENGTH_RULES[kind]
+    if relation and spec.get(relation) != "at least":
+        return 1
+    return per_unit * (spec[field] if field else 1)
+
+
+def required_tokens(specs: list[dict[str, Any]]) -> int:
+    """New tokens a reply meeting every constraint needs at least: the most words any one
+    constraint requires (`_LENGTH_RULES`) times TOKENS_PER_WORD, rounded up."""
+    return math.ceil(TOKENS_PER_WORD * max(_required_words(s) for s in specs))
 
 
 def _json_object(text: str) -> dict[str, Any] | None:

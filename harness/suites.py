@@ -60,6 +60,7 @@ class Suite:
     split_by: str | None = None
     interleave_by: str | None = None
     proxy: str | None = None
+    max_gen_toks: dict[str, int] = field(default_factory=dict)
 
     @property
     def compares_base(self) -> bool:
@@ -156,6 +157,7 @@ _SUITE_KEYS = {
     "split_by",
     "interleave_by",
     "proxy",
+    "max_gen_toks",
 }
 _METRIC_KEYS = {"name", "score", "where", "by", "interval", "compare_base", "higher_is_better"}
 
@@ -212,6 +214,12 @@ def _parse_suite(folder: Path) -> Suite:
     proxy = raw.get("proxy")
     if proxy is not None and proxy not in {m.name for m in metrics if m.by is None}:
         raise bad("proxy", "must name one of the suite's overall metrics")
+    budgets = raw.get("max_gen_toks") or {}
+    if not isinstance(budgets, dict) or any(
+        k not in DATASETS or isinstance(v, bool) or not isinstance(v, int) or v < 1
+        for k, v in budgets.items()
+    ):
+        raise bad("max_gen_toks", f"must map some of {', '.join(DATASETS)} to a positive integer")
     suite = Suite(
         name=name,
         path=folder.resolve(),
@@ -223,6 +231,7 @@ def _parse_suite(folder: Path) -> Suite:
         split_by=raw.get("split_by"),
         interleave_by=raw.get("interleave_by"),
         proxy=proxy,
+        max_gen_toks=budgets,
     )
     for cfg in _task_yamls(suite):
         if cfg.get("output_type") != output_type:
@@ -263,15 +272,55 @@ class TaskRef:
     task: str
 
 
+_LM_EVAL_MAX_GEN_TOKS = 256
+
+
+def generation_budget(
+    suite: Suite, dataset: str, task: dict[str, Any], max_new_tokens: int | None
+) -> int:
+    """New tokens a generating task may produce: the run's override (`eval.max_new_tokens`,
+    `harness eval --max-new-tokens`), else the suite's budget for this data set
+    (`max_gen_toks: {toy: 48}` in suite.yaml), else the task YAML's
+    `generation_kwargs.max_gen_toks`, else lm-eval's default (256)."""
+    if max_new_tokens is not None:
+        return max_new_tokens
+    if dataset in suite.max_gen_toks:
+        return suite.max_gen_toks[dataset]
+    return int((task.get("generation_kwargs") or {}).get("max_gen_toks") or _LM_EVAL_MAX_GEN_TOKS)
+
+
+def check_budget(data_path: Path, budget: int) -> None:
+    """Reject, one line naming file and line, an item whose constraints need a longer reply than
+    `budget` new tokens allow (`harness.scorers.required_tokens`: words x 1.4, the rule is there);
+    a reply cut off by the budget would be scored as a failure of the model."""
+    from harness.scorers import required_tokens
+
+    rows = read_jsonl(data_path)
+    lines = data_path.read_text(encoding="utf-8").splitlines()
+    numbers = [n for n, line in enumerate(lines, 1) if line.strip()]
+    for lineno, row in zip(numbers, rows, strict=True):
+        if not isinstance(row.get("specs"), list) or not row["specs"]:
+            continue
+        need = required_tokens(row["specs"])
+        if need > budget:
+            raise HarnessError(
+                f"{data_path}:{lineno}: item {row.get('id')} needs about {need} new tokens but the "
+                f"generation budget is {budget}; raise --max-new-tokens / eval.max_new_tokens or "
+                "the task's max_gen_toks, or shorten the item"
+            )
+
+
 def task_configs(
     suite: Suite,
-    data_path: Path,
+    dataset: str,
     *,
-    max_new_tokens: int,
+    max_new_tokens: int | None,
     stop: list[str],
 ) -> dict[str, tuple[dict[str, Any], TaskRef]]:
-    """lm-eval task dicts for one suite: absolute data path, the run's generation length and
-    stop strings, and one task per value of `split_by` (so `limit` applies per task)."""
+    """lm-eval task dicts for one suite: absolute path of the `dataset` data, the generation
+    budget (`generation_budget`; items that cannot fit it are rejected) and stop strings, and
+    one task per value of `split_by` (so `limit` applies per task)."""
+    data_path = suite.data_path(dataset)
     out: dict[str, tuple[dict[str, Any], TaskRef]] = {}
     values: list[Any] = [None]
     if suite.split_by:
@@ -281,6 +330,9 @@ def task_configs(
             raise HarnessError(f"{data_path}: some rows lack the '{suite.split_by}' field")
     for cfg in _task_yamls(suite):
         base_name = str(cfg["task"])
+        budget = generation_budget(suite, dataset, cfg, max_new_tokens)
+        if cfg["output_type"] == "generate_until":
+            check_budget(data_path, budget)
         for value in values:
             c = dict(cfg)
             kwargs = dict(c.get("dataset_kwargs") or {})
@@ -297,7 +349,7 @@ def task_configs(
                 )
             if c["output_type"] == "generate_until":
                 gen = dict(c.get("generation_kwargs") or {})
-                gen["max_gen_toks"] = max_new_tokens
+                gen["max_gen_toks"] = budget
                 gen["until"] = list(dict.fromkeys([*(gen.get("until") or []), *stop]))
                 gen.setdefault("do_sample", False)
                 c["generation_kwargs"] = gen
