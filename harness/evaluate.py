@@ -294,7 +294,11 @@ def _record(ref: TaskRef, sample: dict) -> dict[str, Any]:
         }
     else:
         rec |= {"response": resps[0], "target": sample["target"]}
-    rec["scores"] = {m: float(sample[m]) for m in sample["metrics"]}
+    # a list is one score per part of the item (lm-eval ifeval's per-instruction verdicts)
+    rec["scores"] = {
+        m: [float(v) for v in sample[m]] if isinstance(sample[m], list) else float(sample[m])
+        for m in sample["metrics"]
+    }
     rec["doc_hash"] = sample["doc_hash"]
     rec["doc"] = doc
     return rec

@@ -63,19 +63,28 @@ def _install_punkt() -> None:
         nltk.data.path.append(str(root))
 
 
-@functools.lru_cache(maxsize=1)
-def _lm_eval_ifeval() -> tuple[Any, Any]:
-    """lm-eval's IFEval registry and scoring utils, imported with Punkt and langdetect ready."""
+def prepare_offline() -> None:
+    """Punkt data on NLTK's path and langdetect seeded: call before lm-eval's ifeval module is
+    imported (by us, or by lm-eval loading its own `ifeval` task YAML)."""
     _install_punkt()
     try:
         from langdetect import DetectorFactory
+    except ImportError:
+        return  # lm-eval's import then fails, with the message below
+    DetectorFactory.seed = 0
+
+
+@functools.lru_cache(maxsize=1)
+def _lm_eval_ifeval() -> tuple[Any, Any]:
+    """lm-eval's IFEval registry and scoring utils, imported with Punkt and langdetect ready."""
+    prepare_offline()
+    try:
         from lm_eval.tasks.ifeval import instructions_registry, utils
     except ImportError as e:
         raise HarnessError(
             f"IFEval format checks need lm-eval's ifeval extras ({e.name} is missing): "
             "pip install 'lm-eval[ifeval]'"
         ) from None
-    DetectorFactory.seed = 0
     return instructions_registry.INSTRUCTION_DICT, utils
 
 
@@ -87,6 +96,14 @@ def instruction_ids() -> tuple[str, ...]:
 def is_instruction_id(name: Any) -> bool:
     """Whether `name` is an IFEval id; the harness's own short names (no ':') import nothing."""
     return isinstance(name, str) and ":" in name and name in instruction_ids()
+
+
+def row_specs(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """An IFEval data row ({prompt, instruction_id_list, kwargs}) as `check_format` specs."""
+    return [
+        {"type": iid, **{k: v for k, v in (kw or {}).items() if v is not None}}
+        for iid, kw in zip(row["instruction_id_list"], row["kwargs"], strict=True)
+    ]
 
 
 def validate_instruction(spec: dict[str, Any]) -> None:

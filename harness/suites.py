@@ -179,7 +179,7 @@ def _parse_suite(folder: Path) -> Suite:
     tasks = raw.get("tasks")
     if not isinstance(tasks, list) or not tasks:
         raise bad("tasks", "must be a non-empty list of task YAML files in the folder")
-    task_files = tuple((folder / t).resolve() for t in tasks)
+    task_files = tuple(_task_file(folder, str(t)) for t in tasks)
     for t in task_files:
         if not t.is_file():
             raise bad("tasks", f"{t} not found")
@@ -242,6 +242,19 @@ def _parse_suite(folder: Path) -> Suite:
     return suite
 
 
+def _task_file(folder: Path, name: str) -> Path:
+    """A task YAML in the suite folder, or one shipped inside lm-eval: `lm_eval:ifeval/ifeval.yaml`
+    is lm-eval's own ifeval task, used unchanged (the harness supplies the local data)."""
+    if not name.startswith("lm_eval:"):
+        return (folder / name).resolve()
+    import lm_eval.tasks
+
+    from harness.ifeval import prepare_offline
+
+    prepare_offline()  # lm-eval's ifeval module downloads NLTK data at import otherwise
+    return Path(lm_eval.tasks.__file__).parent / name.split(":", 1)[1]
+
+
 def _load_task_yaml(path: Path) -> dict[str, Any]:
     """An lm-eval task YAML with `include:` merged and `!function` hooks resolved (lm-eval looks
     next to the YAML first, then imports, so `!function harness.evaluate.fn` works)."""
@@ -273,6 +286,7 @@ class TaskRef:
 
 
 _LM_EVAL_MAX_GEN_TOKS = 256
+_LOCAL_BUILDERS = ("json", "csv", "parquet", "text")  # `datasets` builders for local files
 
 
 def generation_budget(
@@ -291,17 +305,20 @@ def generation_budget(
 
 def check_budget(data_path: Path, budget: int) -> None:
     """Reject, one line naming file and line, an item whose constraints need a longer reply than
-    `budget` new tokens allow (`harness.scorers.required_tokens`: words x 1.4, the rule is there);
+    `budget` new tokens allow (`harness.scorers.required_tokens`: words x 1.4, the rule is there;
+    rows in our `specs` schema or IFEval's `instruction_id_list` + `kwargs`);
     a reply cut off by the budget would be scored as a failure of the model."""
+    from harness.ifeval import row_specs
     from harness.scorers import required_tokens
 
     rows = read_jsonl(data_path)
     lines = data_path.read_text(encoding="utf-8").splitlines()
     numbers = [n for n, line in enumerate(lines, 1) if line.strip()]
     for lineno, row in zip(numbers, rows, strict=True):
-        if not isinstance(row.get("specs"), list) or not row["specs"]:
+        specs = row_specs(row) if "instruction_id_list" in row else row.get("specs")
+        if not isinstance(specs, list) or not specs:
             continue
-        need = required_tokens(row["specs"])
+        need = required_tokens(specs)
         if need > budget:
             raise HarnessError(
                 f"{data_path}:{lineno}: item {row.get('id')} needs about {need} new tokens but the "
@@ -338,7 +355,8 @@ def task_configs(
             kwargs = dict(c.get("dataset_kwargs") or {})
             kwargs["data_files"] = {c.get("test_split", "test"): str(data_path)}
             c["dataset_kwargs"] = kwargs
-            c["dataset_path"] = c.get("dataset_path", "json")
+            if c.get("dataset_path") not in _LOCAL_BUILDERS:  # e.g. lm-eval's google/IFEval
+                c["dataset_path"], c["dataset_name"] = "json", None
             if value is not None or suite.interleave_by:
                 c["process_docs"] = functools.partial(
                     select_docs,
