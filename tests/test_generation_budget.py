@@ -4,6 +4,7 @@ constraints cannot fit the budget rejected when the suite is loaded."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +82,26 @@ def test_cli_max_new_tokens_overrides_and_is_checked(toy_tiny, tmp_path, capsys)
     assert main([*args, "--max-new-tokens", "12", "--out", str(tmp_path)]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after the model-loading progress
     assert "format.jsonl:" in last and "generation budget is 12" in last
+
+
+MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "realworld" / "models"
+
+
+@pytest.mark.skipif(not MODELS.is_dir(), reason=f"{MODELS} not found (shared/ absent)")
+def test_tokens_per_word_rule_matches_real_tokenizers() -> None:
+    """The budget rule's 1.4 tokens per word, against real tokenizers on our English items."""
+    from tokenizers import Tokenizer
+
+    from harness.files import read_jsonl
+    from harness.scorers import count_words
+
+    evals = Path(__file__).resolve().parents[1] / "evals"
+    texts = [r["prompt"] for r in read_jsonl(evals / "format" / "english.jsonl")]
+    texts += [r["question"] for r in read_jsonl(evals / "forgetting" / "english.jsonl")]
+    words = sum(count_words(t) for t in texts)
+    ratios = {}
+    for family in ("qwen2.5-instruct", "mistral-7b-instruct-v0.3", "phi-3-mini-128k-instruct"):
+        tokenizer = Tokenizer.from_file(str(MODELS / family / "tokenizer.json"))
+        tokens = sum(len(tokenizer.encode(t, add_special_tokens=False).ids) for t in texts)
+        ratios[family] = tokens / words
+    assert all(abs(r - TOKENS_PER_WORD) <= 0.15 for r in ratios.values()), ratios
