@@ -259,6 +259,13 @@ def _evaluate_records(
             for s in group:
                 built = task_configs(s, dataset, max_new_tokens=cfg.max_new_tokens, stop=stop)
                 for lm_name, (config, ref) in built.items():
+                    budget = (config.get("generation_kwargs") or {}).get("max_gen_toks", 0)
+                    if budget >= lm.max_length:
+                        raise HarnessError(
+                            f"suite {s.name}: generation budget {budget} new tokens does not fit "
+                            f"the model's context of {lm.max_length}; pass a smaller "
+                            "--max-new-tokens / eval.max_new_tokens"
+                        )
                     configs.append(config)
                     refs[lm_name] = ref
             samples = _run_lm_eval(lm, configs + std, chat=chat, limit=limit, standard=bool(std))

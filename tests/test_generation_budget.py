@@ -82,6 +82,10 @@ def test_cli_max_new_tokens_overrides_and_is_checked(toy_tiny, tmp_path, capsys)
     assert main([*args, "--max-new-tokens", "12", "--out", str(tmp_path)]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after the model-loading progress
     assert "format.jsonl:" in last and "generation budget is 12" in last
+    # the English budget (640) cannot fit the toy model's 512-token context: one line, exit 2
+    assert main([*args, "--dataset", "english", "--out", str(tmp_path)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "budget 640 new tokens does not fit the model's context of 512" in last
 
 
 MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "realworld" / "models"
