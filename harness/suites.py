@@ -320,8 +320,9 @@ def check_budget(data_path: Path, budget: int) -> None:
             continue
         need = required_tokens(specs)
         if need > budget:
+            item = row.get("id", row.get("key"))
             raise HarnessError(
-                f"{data_path}:{lineno}: item {row.get('id')} needs about {need} new tokens but the "
+                f"{data_path}:{lineno}: item {item} needs about {need} new tokens but the "
                 f"generation budget is {budget}; raise --max-new-tokens / eval.max_new_tokens or "
                 "the task's max_gen_toks, or shorten the item"
             )
