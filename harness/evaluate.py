@@ -365,6 +365,11 @@ def summarize(
         for value, group in groups.items():
             prefix = (suite.name,) if value is None else (suite.name, str(value))
             scores = [r["scores"][m.score] for r in group]
+            if any(isinstance(x, list) for x in scores):
+                raise HarnessError(
+                    f"suite {suite.name}: metric {m.name}: per-sample score '{m.score}' is a list "
+                    "(one value per part of an item); summarise a per-item score instead"
+                )
             name = metric_name(*prefix, m.name)
             out[name] = sum(scores) / len(scores)
             if m.interval == "wilson" and all(s in (0.0, 1.0) for s in scores):

@@ -193,3 +193,18 @@ def test_lm_eval_ifeval_task_runs_as_the_format_suite_on_local_rows(toy_tiny, tm
     assert "format/pass_loose_rate" in result.summary
     first_id = rows[0]["instruction_id_list"][0].replace(":", "_")
     assert f"format/{first_id}/pass_rate" in result.summary
+
+
+def test_a_list_valued_score_cannot_be_summarised() -> None:
+    """lm-eval ifeval's inst_level_* scores are one verdict per instruction: kept in records,
+    refused as a summary metric's score (a mean of lists is no accuracy)."""
+    import dataclasses
+
+    from harness.evaluate import summarize
+    from harness.suites import MetricSpec, load_suite
+
+    metric = MetricSpec(name="inst_rate", score="inst_level_strict_acc")
+    suite = dataclasses.replace(load_suite("format"), metrics=(metric,))
+    records = [{"task": "ifeval", "id": "1", "doc": {}, "scores": {metric.score: [1.0, 0.0]}}]
+    with pytest.raises(HarnessError, match="inst_level_strict_acc' is a list"):
+        summarize(suite, records)
