@@ -112,10 +112,11 @@ def score_format(doc: dict, results: list[str]) -> dict[str, float]:
     from harness.scorers import check_all
 
     specs, prompt = _specs(doc), str(doc.get("prompt") or "")
-    return {
-        "pass": float(check_all(results[0], specs, prompt=prompt)),
-        "pass_loose": float(check_all(results[0], specs, loose=True, prompt=prompt)),
-    }
+    strict = check_all(results[0], specs, prompt=prompt)
+    loose = strict or check_all(
+        results[0], specs, loose=True, prompt=prompt
+    )  # strict implies loose
+    return {"pass": float(strict), "pass_loose": float(loose)}
 
 
 def score_target(doc: dict, results: list[str]) -> dict[str, float]:
