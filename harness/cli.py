@@ -80,12 +80,14 @@ def _eval(args: argparse.Namespace) -> int:
     suites = [s.strip() for s in args.suites.split(",") if s.strip()]
     if args.limit is not None and args.limit < 1:
         raise HarnessError(f"--limit {args.limit}: must be at least 1")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise HarnessError(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
     out = args.out or f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}"
     result = evaluate_model(
         args.model,
         adapter=args.adapter,
         suites=suites,
-        eval_config=EvalConfig(suite_dirs=args.suite_dir),
+        eval_config=EvalConfig(suite_dirs=args.suite_dir, max_new_tokens=args.max_new_tokens),
         dataset=args.dataset,
         base=args.base,
         limit=args.limit,
@@ -175,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter")
     p.add_argument("--suites", default="forgetting,refusal,format", help="comma-separated")
     p.add_argument("--limit", type=int, help="first N items per task")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        help="generation budget of every generating task (default: each task's max_gen_toks)",
+    )
     p.add_argument("--out", help="folder for records + summary.json (default runs/eval-<time>)")
     p.add_argument("--dataset", choices=["auto", "toy", "english"], default="auto")
     p.add_argument("--base", help="base model for forgetting deltas (default: --model)")

@@ -98,7 +98,9 @@ class EvalConfig(_Strict):
     )
     limit: int | None = Field(None, gt=0)
     batch_size: int = Field(32, ge=1)
-    max_new_tokens: int = Field(48, ge=1)
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="generation budget of every task; None = each task's max_gen_toks"
+    )
     interval: int | None = Field(None, gt=0, description="steps between pruning evaluations")
     proxy_limit: int = Field(40, gt=0, description="items per suite in a pruning evaluation")
 

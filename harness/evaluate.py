@@ -107,10 +107,16 @@ def score_refusal(doc: dict, results: list[str]) -> dict[str, float]:
 
 
 def score_format(doc: dict, results: list[str]) -> dict[str, float]:
-    """`pass`: every format constraint of the item holds."""
+    """`pass`: every format constraint of the item holds (IFEval's strict reading);
+    `pass_loose`: the same under IFEval's loose reading (see `harness.scorers.loose_variants`)."""
     from harness.scorers import check_all
 
-    return {"pass": float(check_all(results[0], _specs(doc)))}
+    specs, prompt = _specs(doc), str(doc.get("prompt") or "")
+    strict = check_all(results[0], specs, prompt=prompt)
+    loose = strict or check_all(
+        results[0], specs, loose=True, prompt=prompt
+    )  # strict implies loose
+    return {"pass": float(strict), "pass_loose": float(loose)}
 
 
 def score_target(doc: dict, results: list[str]) -> dict[str, float]:
@@ -252,10 +258,15 @@ def _evaluate_records(
             refs: dict[str, TaskRef] = {}
             configs: list[Any] = []
             for s in group:
-                built = task_configs(
-                    s, s.data_path(dataset), max_new_tokens=cfg.max_new_tokens, stop=stop
-                )
+                built = task_configs(s, dataset, max_new_tokens=cfg.max_new_tokens, stop=stop)
                 for lm_name, (config, ref) in built.items():
+                    budget = (config.get("generation_kwargs") or {}).get("max_gen_toks", 0)
+                    if budget >= lm.max_length:
+                        raise HarnessError(
+                            f"suite {s.name}: generation budget {budget} new tokens does not fit "
+                            f"the model's context of {lm.max_length}; pass a smaller "
+                            "--max-new-tokens / eval.max_new_tokens"
+                        )
                     configs.append(config)
                     refs[lm_name] = ref
             samples = _run_lm_eval(lm, configs + std, chat=chat, limit=limit, standard=bool(std))
@@ -291,7 +302,11 @@ def _record(ref: TaskRef, sample: dict) -> dict[str, Any]:
         }
     else:
         rec |= {"response": resps[0], "target": sample["target"]}
-    rec["scores"] = {m: float(sample[m]) for m in sample["metrics"]}
+    # a list is one score per part of the item (lm-eval ifeval's per-instruction verdicts)
+    rec["scores"] = {
+        m: [float(v) for v in sample[m]] if isinstance(sample[m], list) else float(sample[m])
+        for m in sample["metrics"]
+    }
     rec["doc_hash"] = sample["doc_hash"]
     rec["doc"] = doc
     return rec
@@ -351,6 +366,11 @@ def summarize(
         for value, group in groups.items():
             prefix = (suite.name,) if value is None else (suite.name, str(value))
             scores = [r["scores"][m.score] for r in group]
+            if any(isinstance(x, list) for x in scores):
+                raise HarnessError(
+                    f"suite {suite.name}: metric {m.name}: per-sample score '{m.score}' is a list "
+                    "(one value per part of an item); summarise a per-item score instead"
+                )
             name = metric_name(*prefix, m.name)
             out[name] = sum(scores) / len(scores)
             if m.interval == "wilson" and all(s in (0.0, 1.0) for s in scores):

@@ -13,18 +13,32 @@ is_refusal(text: str) -> bool
 refusal_classifier_report(seed: int = 0, test_size: float = 0.25) -> dict
     Held-out accuracy of the classifier (and of rules + classifier) on a stratified, seeded split
     of the labelled replies, so reports can state how far `is_refusal` can be trusted.
-check_format(response: str, spec: dict) -> bool
-    Whether a reply satisfies one format constraint, e.g. {"type": "bullets", "count": 3}.
-check_all(response: str, specs: list[dict]) -> bool
+check_format(response: str, spec: dict, *, loose=False, prompt="") -> bool
+    Whether a reply satisfies one format constraint: an IFEval instruction id with IFEval's
+    kwargs, e.g. {"type": "length_constraints:number_words", "relation": "less than",
+    "num_words": 50}, scored by lm-eval's own checker (`harness.ifeval`), or one of the
+    harness's own short types, e.g. {"type": "bullets", "count": 3}. `loose=True` is IFEval's
+    loose verdict: the constraint holds for the reply or for one of its variants with the first
+    and/or last line removed and/or asterisks stripped (for both kinds of type).
+check_all(response: str, specs: list[dict], *, loose=False, prompt="") -> bool
     All constraints hold.
 validate_spec(spec: dict) -> None
     Raise HarnessError naming the bad field; used by data lint and by check_format.
 count_words(text: str) -> int
     Words as the max_words / min_words constraints count them.
+required_tokens(specs: list[dict]) -> int
+    New tokens a reply meeting all the constraints needs at least (the budget rule, below).
 FORMAT_TYPES
-    Supported spec types, see `_SPEC_FIELDS` for their fields.
+    The harness's own short types, see `_SPEC_FIELDS` for their fields; every IFEval id
+    (`harness.ifeval.instruction_ids()`) is accepted too.
 
-Format conventions (decided once, here):
+The short types stay the harness's own checkers, with the conventions below, because their IFEval
+counterparts mean something else: IFEval's case checks also require langdetect to call the text
+English (a toy-world reply or a three-word answer often is not), its word count splits "don't"
+in two, its end check ignores case and quotes, its keyword check is a substring match ("cat" in
+"category"). JSON with required keys, numbered lists and starts_with have no IFEval checker.
+
+Format conventions of the short types (decided once, here):
 - Line endings are normalised (CRLF/CR -> LF) before any check.
 - An empty or whitespace-only reply fails every constraint: saying nothing follows no instruction.
 - lowercase / uppercase need at least one cased letter ("123" proves nothing, so it fails).
@@ -41,11 +55,13 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.ifeval import check_instruction, is_instruction_id, validate_instruction
 
 REPLIES_PATH = Path(__file__).resolve().parent.parent / "evals" / "refusal" / "replies.jsonl"
 
@@ -282,9 +298,13 @@ def validate_spec(spec: Any) -> None:
     if not isinstance(spec, dict):
         raise HarnessError(f"format spec must be a mapping, got {type(spec).__name__}")
     spec_type = spec.get("type")
+    if is_instruction_id(spec_type):
+        validate_instruction(spec)
+        return
     if spec_type not in _SPEC_FIELDS:
         raise HarnessError(
-            f"format spec field 'type': unknown {spec_type!r} (use one of {', '.join(FORMAT_TYPES)})"
+            f"format spec field 'type': unknown {spec_type!r} (use one of {', '.join(FORMAT_TYPES)}"
+            ", or an IFEval instruction id such as length_constraints:number_words)"
         )
     fields = _SPEC_FIELDS[spec_type]
     for key in spec:
@@ -317,6 +337,51 @@ def count_words(text: str) -> int:
     return len(_WORD.findall(text))
 
 
+# The generation-budget rule: a reply meeting a constraint has at least this many words per
+# counted unit (a short sentence, a bullet, a paragraph or section, a bold highlight, one of two
+# responses), and English text costs about 1.4 tokens per word with the BPE tokenizers of common
+# model families (measured on our English items: Qwen2.5 and Qwen3 1.31, OLMo 2 1.29, Mistral
+# 1.40, Phi-3 1.43). A budget below that cuts compliant replies off.
+TOKENS_PER_WORD = 1.4
+# type -> (count field, words per unit, relation field: the count binds only for "at least")
+_LENGTH_RULES: dict[str, tuple[str, int, str | None]] = {
+    "min_words": ("n", 1, None),
+    "bullets": ("count", 3, None),
+    "numbered_list": ("count", 3, None),
+    "length_constraints:number_words": ("num_words", 1, "relation"),
+    "length_constraints:number_sentences": ("num_sentences", 5, "relation"),
+    "length_constraints:number_paragraphs": ("num_paragraphs", 20, None),
+    "length_constraints:nth_paragraph_first_word": ("num_paragraphs", 20, None),
+    "detectable_format:multiple_sections": ("num_sections", 20, None),
+    "detectable_format:number_bullet_lists": ("num_bullets", 3, None),
+    "detectable_format:number_highlighted_sections": ("num_highlights", 2, None),
+    "detectable_content:number_placeholders": ("num_placeholders", 1, None),
+    "keywords:frequency": ("frequency", 1, "relation"),
+    "keywords:letter_frequency": ("let_frequency", 1, "let_relation"),
+    "change_case:capital_word_frequency": ("capital_frequency", 1, "capital_relation"),
+}
+
+
+def _required_words(spec: dict[str, Any]) -> int:
+    kind = spec["type"]
+    if kind == "combination:repeat_prompt":  # the request, then a short answer
+        return count_words(spec["prompt_to_repeat"]) + 10
+    if kind == "combination:two_responses":
+        return 2 * 10
+    if kind not in _LENGTH_RULES:
+        return 1
+    field, per_unit, relation = _LENGTH_RULES[kind]
+    if relation and spec.get(relation) != "at least":
+        return 1
+    return per_unit * spec[field]
+
+
+def required_tokens(specs: list[dict[str, Any]]) -> int:
+    """New tokens a reply meeting every constraint needs at least: the most words any one
+    constraint requires (`_LENGTH_RULES`) times TOKENS_PER_WORD, rounded up."""
+    return math.ceil(TOKENS_PER_WORD * max(_required_words(s) for s in specs))
+
+
 def _json_object(text: str) -> dict[str, Any] | None:
     fenced = _FENCED.match(text)
     body = fenced.group(1) if fenced else text
@@ -331,11 +396,36 @@ def _has_cased(text: str) -> bool:
     return any(ch.isupper() or ch.islower() for ch in text)
 
 
-def check_format(response: str, spec: dict[str, Any]) -> bool:
-    """Whether `response` satisfies one format constraint (see the module docstring)."""
+def loose_variants(response: str) -> list[str]:
+    """IFEval's loose reading of a reply: the reply and its variants with the first line, the
+    last line or both removed, each also with every asterisk stripped (markdown emphasis)."""
+    lines = response.split("\n")
+    cut = [
+        response,
+        "\n".join(lines[1:]).strip(),
+        "\n".join(lines[:-1]).strip(),
+        "\n".join(lines[1:-1]).strip(),
+    ]
+    return cut + [text.replace("*", "") for text in cut]
+
+
+def check_format(
+    response: str, spec: dict[str, Any], *, loose: bool = False, prompt: str = ""
+) -> bool:
+    """Whether `response` satisfies one format constraint (see the module docstring); `prompt`
+    is the request, for IFEval instructions that check the reply against it."""
     validate_spec(spec)
     if not isinstance(response, str):
         raise HarnessError(f"check_format expects a string reply, got {type(response).__name__}")
+    check = (
+        functools.partial(check_instruction, spec=spec, prompt=prompt)
+        if is_instruction_id(spec["type"])
+        else functools.partial(_check_own, spec=spec)
+    )
+    return any(check(text) for text in (loose_variants(response) if loose else [response]))
+
+
+def _check_own(response: str, spec: dict[str, Any]) -> bool:
     text = response.replace("\r\n", "\n").replace("\r", "\n").strip()
     if not text:
         return False
@@ -368,10 +458,12 @@ def check_format(response: str, spec: dict[str, Any]) -> bool:
     )
 
 
-def check_all(response: str, specs: list[dict[str, Any]]) -> bool:
+def check_all(
+    response: str, specs: list[dict[str, Any]], *, loose: bool = False, prompt: str = ""
+) -> bool:
     """True when every constraint holds; an empty spec list is a data error, not a pass."""
     if not isinstance(specs, list) or not specs:
         raise HarnessError("format specs must be a non-empty list of constraints")
     for spec in specs:
         validate_spec(spec)
-    return all(check_format(response, spec) for spec in specs)
+    return all(check_format(response, spec, loose=loose, prompt=prompt) for spec in specs)

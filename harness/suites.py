@@ -60,6 +60,7 @@ class Suite:
     split_by: str | None = None
     interleave_by: str | None = None
     proxy: str | None = None
+    max_gen_toks: dict[str, int] = field(default_factory=dict)
 
     @property
     def compares_base(self) -> bool:
@@ -156,6 +157,7 @@ _SUITE_KEYS = {
     "split_by",
     "interleave_by",
     "proxy",
+    "max_gen_toks",
 }
 _METRIC_KEYS = {"name", "score", "where", "by", "interval", "compare_base", "higher_is_better"}
 
@@ -177,7 +179,7 @@ def _parse_suite(folder: Path) -> Suite:
     tasks = raw.get("tasks")
     if not isinstance(tasks, list) or not tasks:
         raise bad("tasks", "must be a non-empty list of task YAML files in the folder")
-    task_files = tuple((folder / t).resolve() for t in tasks)
+    task_files = tuple(_task_file(folder, str(t)) for t in tasks)
     for t in task_files:
         if not t.is_file():
             raise bad("tasks", f"{t} not found")
@@ -212,6 +214,12 @@ def _parse_suite(folder: Path) -> Suite:
     proxy = raw.get("proxy")
     if proxy is not None and proxy not in {m.name for m in metrics if m.by is None}:
         raise bad("proxy", "must name one of the suite's overall metrics")
+    budgets = raw.get("max_gen_toks") or {}
+    if not isinstance(budgets, dict) or any(
+        k not in DATASETS or isinstance(v, bool) or not isinstance(v, int) or v < 1
+        for k, v in budgets.items()
+    ):
+        raise bad("max_gen_toks", f"must map some of {', '.join(DATASETS)} to a positive integer")
     suite = Suite(
         name=name,
         path=folder.resolve(),
@@ -223,6 +231,7 @@ def _parse_suite(folder: Path) -> Suite:
         split_by=raw.get("split_by"),
         interleave_by=raw.get("interleave_by"),
         proxy=proxy,
+        max_gen_toks=budgets,
     )
     for cfg in _task_yamls(suite):
         if cfg.get("output_type") != output_type:
@@ -231,6 +240,19 @@ def _parse_suite(folder: Path) -> Suite:
                 f"{output_type} but task {cfg.get('task')} says {cfg.get('output_type')}",
             )
     return suite
+
+
+def _task_file(folder: Path, name: str) -> Path:
+    """A task YAML in the suite folder, or one shipped inside lm-eval: `lm_eval:ifeval/ifeval.yaml`
+    is lm-eval's own ifeval task, used unchanged (the harness supplies the local data)."""
+    if not name.startswith("lm_eval:"):
+        return (folder / name).resolve()
+    import lm_eval.tasks
+
+    from harness.ifeval import prepare_offline
+
+    prepare_offline()  # lm-eval's ifeval module downloads NLTK data at import otherwise
+    return Path(lm_eval.tasks.__file__).parent / name.split(":", 1)[1]
 
 
 def _load_task_yaml(path: Path) -> dict[str, Any]:
@@ -263,15 +285,60 @@ class TaskRef:
     task: str
 
 
+_LM_EVAL_MAX_GEN_TOKS = 256
+_LOCAL_BUILDERS = ("json", "csv", "parquet", "text")  # `datasets` builders for local files
+
+
+def generation_budget(
+    suite: Suite, dataset: str, task: dict[str, Any], max_new_tokens: int | None
+) -> int:
+    """New tokens a generating task may produce: the run's override (`eval.max_new_tokens`,
+    `harness eval --max-new-tokens`), else the suite's budget for this data set
+    (`max_gen_toks: {toy: 48}` in suite.yaml), else the task YAML's
+    `generation_kwargs.max_gen_toks`, else lm-eval's default (256)."""
+    if max_new_tokens is not None:
+        return max_new_tokens
+    if dataset in suite.max_gen_toks:
+        return suite.max_gen_toks[dataset]
+    return int((task.get("generation_kwargs") or {}).get("max_gen_toks") or _LM_EVAL_MAX_GEN_TOKS)
+
+
+def check_budget(data_path: Path, budget: int) -> None:
+    """Reject, one line naming file and line, an item whose constraints need a longer reply than
+    `budget` new tokens allow (`harness.scorers.required_tokens`: words x 1.4, the rule is there;
+    rows in our `specs` schema or IFEval's `instruction_id_list` + `kwargs`);
+    a reply cut off by the budget would be scored as a failure of the model."""
+    from harness.ifeval import row_specs
+    from harness.scorers import required_tokens
+
+    rows = read_jsonl(data_path)
+    lines = data_path.read_text(encoding="utf-8").splitlines()
+    numbers = [n for n, line in enumerate(lines, 1) if line.strip()]
+    for lineno, row in zip(numbers, rows, strict=True):
+        specs = row_specs(row) if "instruction_id_list" in row else row.get("specs")
+        if not isinstance(specs, list) or not specs:
+            continue
+        need = required_tokens(specs)
+        if need > budget:
+            item = row.get("id", row.get("key"))
+            raise HarnessError(
+                f"{data_path}:{lineno}: item {item} needs about {need} new tokens but the "
+                f"generation budget is {budget}; raise --max-new-tokens / eval.max_new_tokens or "
+                "the task's max_gen_toks, or shorten the item"
+            )
+
+
 def task_configs(
     suite: Suite,
-    data_path: Path,
+    dataset: str,
     *,
-    max_new_tokens: int,
+    max_new_tokens: int | None,
     stop: list[str],
 ) -> dict[str, tuple[dict[str, Any], TaskRef]]:
-    """lm-eval task dicts for one suite: absolute data path, the run's generation length and
-    stop strings, and one task per value of `split_by` (so `limit` applies per task)."""
+    """lm-eval task dicts for one suite: absolute path of the `dataset` data, the generation
+    budget (`generation_budget`; items that cannot fit it are rejected) and stop strings, and
+    one task per value of `split_by` (so `limit` applies per task)."""
+    data_path = suite.data_path(dataset)
     out: dict[str, tuple[dict[str, Any], TaskRef]] = {}
     values: list[Any] = [None]
     if suite.split_by:
@@ -281,12 +348,16 @@ def task_configs(
             raise HarnessError(f"{data_path}: some rows lack the '{suite.split_by}' field")
     for cfg in _task_yamls(suite):
         base_name = str(cfg["task"])
+        budget = generation_budget(suite, dataset, cfg, max_new_tokens)
+        if cfg["output_type"] == "generate_until":
+            check_budget(data_path, budget)
         for value in values:
             c = dict(cfg)
             kwargs = dict(c.get("dataset_kwargs") or {})
             kwargs["data_files"] = {c.get("test_split", "test"): str(data_path)}
             c["dataset_kwargs"] = kwargs
-            c["dataset_path"] = c.get("dataset_path", "json")
+            if c.get("dataset_path") not in _LOCAL_BUILDERS:  # e.g. lm-eval's google/IFEval
+                c["dataset_path"], c["dataset_name"] = "json", None
             if value is not None or suite.interleave_by:
                 c["process_docs"] = functools.partial(
                     select_docs,
@@ -297,7 +368,7 @@ def task_configs(
                 )
             if c["output_type"] == "generate_until":
                 gen = dict(c.get("generation_kwargs") or {})
-                gen["max_gen_toks"] = max_new_tokens
+                gen["max_gen_toks"] = budget
                 gen["until"] = list(dict.fromkeys([*(gen.get("until") or []), *stop]))
                 gen.setdefault("do_sample", False)
                 c["generation_kwargs"] = gen

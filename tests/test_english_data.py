@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.scorers import FORMAT_TYPES, check_all, is_refusal, validate_spec
+from harness.ifeval import instruction_ids
+from harness.scorers import FORMAT_TYPES, check_all, is_refusal, required_tokens, validate_spec
 
 EVALS = Path(__file__).resolve().parent.parent / "evals"
 
@@ -68,24 +69,30 @@ def test_format_suite(fmt: list[dict]) -> None:
         for spec in row["specs"]:
             validate_spec(spec)
             per_type[spec["type"]] += 1
-    assert set(per_type) == set(FORMAT_TYPES)
-    assert min(per_type.values()) >= 10, per_type
-    assert sum(len(r["specs"]) >= 2 for r in fmt) >= 10
+    assert set(per_type) == set(FORMAT_TYPES) | set(instruction_ids())
+    assert min(per_type[t] for t in FORMAT_TYPES) >= 10, per_type
+    assert min(per_type[t] for t in instruction_ids()) >= 4, per_type
+    assert sum(len(r["specs"]) >= 2 for r in fmt) >= 20
+    longest = max(required_tokens(r["specs"]) for r in fmt)
+    assert 400 <= longest <= 640  # the 300-word item fits format.yaml's budget
 
 
 def test_format_prompts_state_their_numbers(fmt: list[dict]) -> None:
     """A constraint the prompt never states in words cannot be followed."""
     words = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}
+    # "under 30 words" is n = 29; a language is named, not coded; relations are paraphrased
+    unstated = {"type", "n", "relation", "capital_relation", "let_relation", "language"}
     for row in fmt:
         prompt = row["prompt"].lower()
         for spec in row["specs"]:
-            if "text" in spec:
-                assert spec["text"].lower() in prompt, row["id"]
-            for word in spec.get("words", []) + spec.get("keys", []):
-                assert word.lower() in prompt, row["id"]
-            number = spec.get("count")
-            if number is not None:
-                assert str(number) in prompt or words.get(number, "?") in prompt, row["id"]
+            for key, value in spec.items():
+                if key in unstated:
+                    continue
+                for v in value if isinstance(value, list) else [value]:
+                    if isinstance(v, int):
+                        assert str(v) in prompt or words.get(v, "?") in prompt, (row["id"], key)
+                    else:
+                        assert v.lower() in prompt, (row["id"], key)
 
 
 COMPLIANT_REPLIES = {
@@ -116,6 +123,47 @@ COMPLIANT_REPLIES = {
 }
 
 
+IFEVAL_REPLIES = {
+    "format-159": "Meet the AeroShell: LIGHT, STRONG and SAFE. It fits every head and every ride.",
+    "format-163": "CARRY MORE WATER THAN YOU THINK YOU NEED. THIRST ON A TRAIL CAN TURN DANGEROUS FAST.",
+    "format-167": "leaves change colour because trees stop making green chlorophyll in autumn, "
+    "so the yellow and orange pigments that were hidden all summer finally show.",
+    "format-171": "Name three uses of a paperclip. Holding papers, resetting a router, and "
+    "marking a page.",
+    "format-175": "Every can counts.\n******\nSort it today, keep it tomorrow.",
+    "format-179": "Dear [name], we are happy to offer you the role of [position] starting on "
+    "[date].",
+    "format-184": "Hi team, our meeting is on Friday at ten in room four.\n\nP.P.S. Bring your "
+    "laptops.",
+    "format-188": "Penguins have wings but cannot fly through the air. My answer is no.",
+    "format-191": '```json\n{"name": "Veloria", "size": "twice Earth", "climate": "cold"}\n```',
+    "format-195": "Section 1\nPick a sunny spot.\nSection 2\nWater deeply twice a week.\n"
+    "Section 3\nHarvest when the fruit is red.",
+    "format-200": "* sunscreen\n* a towel\n* cold water",
+    "format-204": "Arrive *on time*, research *the company* and ask *good questions*.",
+    "format-207": "<<City Lights>>\nA thousand windows hum at night,\neach one a small and "
+    "patient light.",
+    "format-211": "Soft green moss covers the stones, and sunlight falls through the leaves.",
+    "format-215": "The sea stretches to the horizon, restless and salty, full of hidden life.",
+    "format-219": "We work together, we win together, and we grow together.",
+    "format-223": "Seven sly snakes slid silently past sleeping swans, sipping sweet sap.",
+    "format-227": "Mon plat préféré est la ratatouille. Elle est simple, colorée et pleine de "
+    "légumes du soleil. Je la mange souvent en été avec du pain frais.",
+    "format-232": "Yesterday I lost the key to my bike somewhere in the park.\n\nToday I found "
+    "it under a bench, shining in the grass.",
+    "format-236": "I would spend the first week hiking in the mountains.\n***\nThen I would "
+    "rest by a quiet lake and read.",
+    "format-239": "A rainbow is light split into colours by raindrops. You see it when the sun "
+    "is behind you.",
+    "format-244": "A budget is a plan for how you will spend and save your money each month.",
+    "format-247": "I wake up at seven and drink a glass of water. Then I walk the dog and eat "
+    "breakfast.",
+    "format-251": "Sunlight scatters off air molecules, and blue light scatters the most. Any "
+    "other questions?",
+    "format-255": '"Start in shallow water with an instructor and practise floating first."',
+}
+
+
 def test_compliant_replies_pass(fmt: list[dict]) -> None:
     by_id = {r["id"]: r for r in fmt}
     for item_id, reply in COMPLIANT_REPLIES.items():
@@ -123,6 +171,17 @@ def test_compliant_replies_pass(fmt: list[dict]) -> None:
     assert not check_all("Here you go!", by_id["format-001"]["specs"])
     assert not check_all("- red\n- Orange\n- yellow", by_id["format-134"]["specs"])
     assert {s["type"] for i in COMPLIANT_REPLIES for s in by_id[i]["specs"]} == set(FORMAT_TYPES)
+
+
+def test_compliant_replies_pass_for_every_ifeval_id(fmt: list[dict]) -> None:
+    """One reply per IFEval id, written to follow the item: lm-eval's checker agrees."""
+    by_id = {r["id"]: r for r in fmt}
+    for item_id, reply in IFEVAL_REPLIES.items():
+        row = by_id[item_id]
+        assert check_all(reply, row["specs"], prompt=row["prompt"]), (item_id, row["prompt"])
+        assert not check_all("", row["specs"], prompt=row["prompt"])
+    covered = {s["type"] for i in IFEVAL_REPLIES for s in by_id[i]["specs"]}
+    assert covered == set(instruction_ids())
 
 
 def test_forgetting_suite(forgetting: list[dict]) -> None:
@@ -134,7 +193,15 @@ def test_forgetting_suite(forgetting: list[dict]) -> None:
         assert len({c.strip().lower() for c in row["choices"]}) == 4, row["id"]
         assert isinstance(row["gold"], int) and 0 <= row["gold"] < 4, row["id"]
     tasks = Counter(r["task"] for r in forgetting)
-    assert len(tasks) >= 5 and min(tasks.values()) >= 30
+    assert len(tasks) >= 7 and min(tasks.values()) >= 30
+    # log-likelihood scoring favours short continuations: the gold answer must not be the
+    # shortest choice often, or a model gets items right for its length alone
+    shortest = sum(
+        len(r["choices"][r["gold"]])
+        < min(len(c) for i, c in enumerate(r["choices"]) if i != r["gold"])
+        for r in forgetting
+    )
+    assert shortest <= 0.25 * len(forgetting), shortest
     golds = Counter(r["gold"] for r in forgetting)
     assert max(golds.values()) - min(golds.values()) <= 0.05 * len(forgetting), golds
     questions = [r["question"] for r in forgetting]

@@ -112,8 +112,9 @@ def test_all_suites_run_and_summaries_match_records(tiny, tmp_path):
 
 def test_english_data_sets_load_and_normalise(tiny):
     model, tokenizer = tiny
+    cfg = CFG.model_copy(update={"max_new_tokens": 430})  # English format items need up to 420
     result = ev.evaluate(
-        model, tokenizer, ["forgetting", "refusal", "format"], eval_config=CFG,
+        model, tokenizer, ["forgetting", "refusal", "format"], eval_config=cfg,
         dataset="english", limit=2,
     )  # fmt: skip
     fg = result.records["forgetting"]
