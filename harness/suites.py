@@ -25,6 +25,7 @@ import yaml
 
 from harness.errors import HarnessError
 from harness.files import read_jsonl
+from harness.judges import JudgeSpec, parse_judge
 
 EVALS_DIR = Path(__file__).resolve().parent.parent / "evals"
 DATASETS = ("toy", "english")
@@ -60,6 +61,7 @@ class Suite:
     split_by: str | None = None
     interleave_by: str | None = None
     proxy: str | None = None
+    judge: JudgeSpec | None = None  # who decides refusals (suites that judge replies)
 
     @property
     def compares_base(self) -> bool:
@@ -156,6 +158,7 @@ _SUITE_KEYS = {
     "split_by",
     "interleave_by",
     "proxy",
+    "judge",
 }
 _METRIC_KEYS = {"name", "score", "where", "by", "interval", "compare_base", "higher_is_better"}
 
@@ -223,6 +226,7 @@ def _parse_suite(folder: Path) -> Suite:
         split_by=raw.get("split_by"),
         interleave_by=raw.get("interleave_by"),
         proxy=proxy,
+        judge=parse_judge(raw["judge"], str(src)) if "judge" in raw else None,
     )
     for cfg in _task_yamls(suite):
         if cfg.get("output_type") != output_type:
