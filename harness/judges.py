@@ -145,6 +145,9 @@ class HFClassifierJudge:
             ) from None
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "right"  # a decoder classifier reads the last real token
+        if self.model.config.pad_token_id is None:  # it finds that last token by the pad id
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
         known = {str(v) for v in self.model.config.id2label.values()}
         missing = [
             x for x in (*self.spec.refusal_labels, *self.spec.partial_labels) if x not in known
@@ -199,9 +202,10 @@ class ChatJudge:
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
         )
 
-    def classify(
+    def answers(
         self, replies: Sequence[str], prompts: Sequence[str | None] | None = None
     ) -> list[str]:
+        """The judge model's raw answers, greedy, `batch_size` exchanges per generate call."""
         import torch
 
         prompts = list(prompts) if prompts is not None else [None] * len(replies)
@@ -220,11 +224,15 @@ class ChatJudge:
                     max_new_tokens=self.spec.max_new_tokens,
                     pad_token_id=self.tokenizer.pad_token_id,
                 )
-            answers = self.tokenizer.batch_decode(
+            out += self.tokenizer.batch_decode(
                 gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
             )
-            out += [_map_label(a, self.spec, prefix=True) for a in answers]
         return out
+
+    def classify(
+        self, replies: Sequence[str], prompts: Sequence[str | None] | None = None
+    ) -> list[str]:
+        return [_map_label(a, self.spec, prefix=True) for a in self.answers(replies, prompts)]
 
 
 _KINDS = {"rules": RulesJudge, "hf_classifier": HFClassifierJudge, "chat": ChatJudge}
