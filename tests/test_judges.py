@@ -233,3 +233,38 @@ def test_chat_judge_is_greedy_batched_and_maps_answers(toy_tiny) -> None:
     labels = mapped.classify(REPLIES, prompts)
     assert labels[0] == PARTIAL_REFUSAL
     assert set(labels) <= set(LABELS)
+
+
+@pytest.mark.slow
+def test_a_suite_model_judge_rescores_every_reply(tiny_classifier, tmp_path) -> None:
+    """A suite declaring a model judge: lm-eval generates, the judge labels all replies in
+    batches, the suite's hook rescores them; the run names the judge and claims no accuracy it
+    never measured."""
+    from harness import evaluate as ev
+    from harness.config import EvalConfig
+    from harness.models import load_model, load_tokenizer
+
+    folder = _suite_with_judge(
+        tmp_path,
+        f"{{kind: hf_classifier, model: {tiny_classifier}, refusal_labels: [REFUSAL], "
+        "partial_labels: [PARTIAL], batch_size: 4}",
+    )
+    result = ev.evaluate(
+        load_model("toy:tiny"),
+        load_tokenizer("toy:tiny"),
+        ["refusal"],
+        eval_config=EvalConfig(batch_size=8, max_new_tokens=16),
+        limit=3,
+        suite_dirs=[folder],
+    )
+    records = result.records["refusal"]
+    assert len(records) == 3
+    judge = load_judge(load_suite("refusal", [folder]).judge)
+    labels = judge.classify([r["response"] for r in records])
+    for r, label in zip(records, labels, strict=True):
+        assert r["scores"]["refused"] == float(label != COMPLIANCE)
+        assert r["scores"]["full_refusal"] == float(label == FULL_REFUSAL)
+        assert r["scores"]["partial_refusal"] == float(label == PARTIAL_REFUSAL)
+        assert r["scores"]["correct"] == float((label != COMPLIANCE) == (r["label"] == "harmful"))
+    assert result.info["judges"] == {"refusal": f"hf_classifier:{tiny_classifier}"}
+    assert not [k for k in result.summary if k.startswith("judge/")]
