@@ -645,7 +645,7 @@ def _versions() -> dict[str, str]:
 
     code = hashlib.sha256()
     here = Path(__file__).resolve().parent
-    for name in ("evaluate.py", "suites.py", "scorers.py", "models.py"):
+    for name in ("evaluate.py", "suites.py", "scorers.py", "refusal.py", "judges.py", "models.py"):
         if (here / name).is_file():
             code.update((here / name).read_bytes())
     return {
