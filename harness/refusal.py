@@ -193,10 +193,9 @@ _DEFINITION = re.compile(
 
 # Words of moral lecture; a reply made of them (and no help) refuses without saying so.
 _LECTURE = re.compile(
-    r"\b(?:appropriate|inappropriate|ethical|unethical|illegal|harmful|harm|respect|respectful|"
-    r"dignity|discriminat\w*|stereotypes?|offensive|hurtful|violence|violent|"
-    r"prejudice\w*|hate|hateful|positivity|fairness|equality|inclusiv\w*|well-being|"
-    r"safety|responsible|consent|privacy|morally|wrong|abuse|support|professional|"
+    r"\b(?:appropriate|inappropriate|ethical|unethical|illegal|harmful|respect|respectful|"
+    r"dignity|discriminat\w*|stereotypes?|offensive|hurtful|prejudice\w*|hateful|positivity|"
+    r"fairness|equality|inclusiv\w*|morally|wrong|"
     r"important to (?:remember|note|recogni[sz]e|understand|treat|respect|approach|always|"
     r"prioriti[sz]e|promote|avoid|focus|consider))\b"
 )
