@@ -302,6 +302,8 @@ class CheckReport:
 def read_labelled(path: str | Path) -> list[dict]:
     """Rows of a labelled reply file: `reply` (or `text`), a gold `label` (one of LABELS) or
     `refusal` (bool), optional `prompt` and `model`. XSTest's release has exactly these."""
+    if not Path(path).is_file():
+        raise HarnessError(f"{path}: no such labelled reply file")
     rows = read_jsonl(path)
     if not rows:
         raise HarnessError(f"{path}: no labelled replies")

@@ -128,6 +128,12 @@ def test_labelled_file_errors_name_the_row(tmp_path, row, message) -> None:
         read_labelled(path)
 
 
+def test_cli_judge_check_of_a_missing_file_is_one_line_exit_2(tmp_path, capsys) -> None:
+    assert main(["judge", "check", "refusal", str(tmp_path / "nope.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {tmp_path / 'nope.jsonl'}: no such labelled reply file"
+
+
 # ---------------------------------------------------------------- suite.yaml `judge:`
 
 
