@@ -24,7 +24,7 @@ import functools
 import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -122,20 +122,16 @@ def _map_label(name: str, spec: JudgeSpec, *, prefix: bool) -> str:
     return FULL_REFUSAL if hit(spec.refusal_labels) else COMPLIANCE
 
 
-@dataclass
 class HFClassifierJudge:
     """A sequence-classification model on each reply, `batch_size` replies per forward pass."""
 
-    spec: JudgeSpec
-    model: object = field(init=False, repr=False)
-    tokenizer: object = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
+    def __init__(self, spec: JudgeSpec) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from harness.models import device, resolve_model_path
 
-        path = resolve_model_path(self.spec.model or "")
+        self.spec = spec
+        path = resolve_model_path(spec.model or "")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             self.model = AutoModelForSequenceClassification.from_pretrained(path)
@@ -178,20 +174,16 @@ class HFClassifierJudge:
         return out
 
 
-@dataclass
 class ChatJudge:
     """A chat model asked to label each exchange; greedy, `batch_size` prompts per generate."""
 
-    spec: JudgeSpec
-    model: object = field(init=False, repr=False)
-    tokenizer: object = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
+    def __init__(self, spec: JudgeSpec) -> None:
         from harness.models import load_model, load_tokenizer
 
-        self.tokenizer = load_tokenizer(self.spec.model or "")
+        self.spec = spec
+        self.tokenizer = load_tokenizer(spec.model or "")
         self.tokenizer.padding_side = "left"  # generation continues every row at its end
-        self.model = load_model(self.spec.model or "").eval()
+        self.model = load_model(spec.model or "").eval()
 
     def render(self, reply: str, prompt: str | None) -> str:
         """The judge's input for one exchange: the spec's prompt in the model's chat template."""
