@@ -13,6 +13,20 @@ from harness.errors import HarnessError
 EXIT_OK, EXIT_FINDING, EXIT_ERROR = 0, 1, 2
 
 
+def _judge_check(args: argparse.Namespace) -> int:
+    from harness.judges import check, load_judge, save_accuracy
+    from harness.suites import load_suite
+
+    suite = load_suite(args.suite, args.suite_dir)
+    if suite.judge is None:
+        raise HarnessError(f"suite {suite.name}: declares no judge (judge: in its suite.yaml)")
+    report = check(load_judge(suite.judge), args.file)
+    print(report.summary())
+    if args.save:
+        print(f"saved to {save_accuracy(report, suite.path)}")
+    return EXIT_OK
+
+
 def _toy_build(args: argparse.Namespace) -> int:
     from harness.toy.build import build_toy_world, summary
 
@@ -223,6 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--suite-dir", action="append", default=[], help="extra suite folder(s)")
     q.add_argument("--json", action="store_true", help="print the report as JSON")
     q.set_defaults(func=_data_lint)
+
+    p = verbs.add_parser("judge", help="refusal judges")
+    judge_verbs = p.add_subparsers(dest="judge_verb", metavar="ACTION", required=True)
+    q = judge_verbs.add_parser("check", help="measure a suite's judge on human-labelled replies")
+    q.add_argument("suite", help="the suite whose judge to check, e.g. refusal")
+    q.add_argument("file", help="JSONL: reply (or text), label or refusal; optional prompt, model")
+    q.add_argument("--save", action="store_true", help="store the figures in the suite folder")
+    q.add_argument("--suite-dir", action="append", default=[], help="extra suite folder(s)")
+    q.set_defaults(func=_judge_check)
 
     p = verbs.add_parser("toy", help="the offline toy world (tiny base model + data)")
     toy_verbs = p.add_subparsers(dest="toy_verb", metavar="ACTION", required=True)

@@ -658,6 +658,25 @@ def _trial_label(t: Trial) -> str:
     return f"#{t.number}" if t.number is not None else (t.run_id or "?")[:8]
 
 
+def _judge_notes(study: Study) -> list[Block]:
+    """How far judged rates can be trusted: each judge's measured agreement with human labels,
+    as the runs logged it (`judge/<suite>/accuracy`, see harness/judges.py)."""
+    logged: dict[str, dict[str, float]] = {}
+    for t in study.trials:
+        for name, value in t.metrics.items():
+            parts = name.split("/")
+            if len(parts) == 3 and parts[0] == "judge":
+                logged.setdefault(parts[1], {})[parts[2]] = value
+    return [
+        Para(
+            f"{suite} rates are only as good as their judge: {fmt_num(m.get('accuracy'))} "
+            f"agreement with human labels (worst model {fmt_num(m.get('min_model_accuracy'))}; "
+            f"evals/{suite}/README.md)."
+        )
+        for suite, m in sorted(logged.items())
+    ]
+
+
 def study_blocks(study: Study) -> list[Block]:
     """Everything the study report shows, in reading order."""
     blocks: list[Block] = []
@@ -749,6 +768,7 @@ def study_blocks(study: Study) -> list[Block]:
     blocks.append(Table(headers, rows))
     if keys:
         blocks.append(Para("Intervals are 95% (Wilson for rates, paired bootstrap for deltas)."))
+    blocks += _judge_notes(study)
 
     # Pareto front
     target = next((m for m, d in objectives if d == "maximize" and m != "forgetting/delta"), None)

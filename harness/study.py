@@ -243,6 +243,7 @@ def _objective(
                 out_dir=trial_dir / "eval",
             )
             tracking.log_metrics(evaluation.summary)
+            tracking.log_params({f"judge/{k}": v for k, v in evaluation.info["judges"].items()})
             tracking.log_records(evaluation.records)
             if texp.save_models:
                 weights = save(result, tokenizer, texp, trial_dir)

@@ -25,6 +25,7 @@ import yaml
 
 from harness.errors import HarnessError
 from harness.files import read_jsonl
+from harness.judges import JudgeSpec, parse_judge
 
 EVALS_DIR = Path(__file__).resolve().parent.parent / "evals"
 DATASETS = ("toy", "english")
@@ -61,6 +62,7 @@ class Suite:
     interleave_by: str | None = None
     proxy: str | None = None
     max_gen_toks: dict[str, int] = field(default_factory=dict)
+    judge: JudgeSpec | None = None  # who decides refusals (suites that judge replies)
 
     @property
     def compares_base(self) -> bool:
@@ -158,6 +160,7 @@ _SUITE_KEYS = {
     "interleave_by",
     "proxy",
     "max_gen_toks",
+    "judge",
 }
 _METRIC_KEYS = {"name", "score", "where", "by", "interval", "compare_base", "higher_is_better"}
 
@@ -232,6 +235,7 @@ def _parse_suite(folder: Path) -> Suite:
         interleave_by=raw.get("interleave_by"),
         proxy=proxy,
         max_gen_toks=budgets,
+        judge=parse_judge(raw["judge"], str(src)) if "judge" in raw else None,
     )
     for cfg in _task_yamls(suite):
         if cfg.get("output_type") != output_type:

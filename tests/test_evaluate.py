@@ -90,6 +90,7 @@ def test_all_suites_run_and_summaries_match_records(tiny, tmp_path):
         assert s[f"refusal/{label}_refusal_rate"] == pytest.approx(mean(rows))
         assert s[f"refusal/{label}_refusal_rate_low"] <= s[f"refusal/{label}_refusal_rate"]
         assert s[f"refusal/{label}_refusal_rate"] <= s[f"refusal/{label}_refusal_rate_high"]
+    assert s["judge/refusal/accuracy"] >= 0.93  # the judge's measured accuracy rides along
 
     fmt = rec["format"]
     for r in fmt:

@@ -68,6 +68,7 @@ def test_report_writes_markdown_and_self_contained_html(store: dict, tmp_path: P
     assert "plots/pareto.png" in text and (md.parent / "plots" / "pareto.png").is_file()
     assert "95% paired CI" in text and "capitals" in text  # per-task forgetting from records
     assert "Pareto-optimal on target/accuracy (maximize), forgetting/delta (maximize)" in text
+    assert "refusal rates are only as good as their judge: 0.943 agreement" in text
 
 
 def test_report_of_a_running_study_says_partial_at_the_top(store: dict, tmp_path: Path) -> None:

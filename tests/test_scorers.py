@@ -8,14 +8,13 @@ import time
 import pytest
 
 from harness.errors import HarnessError
+from harness.refusal import REPLIES_PATH, classifier_report
 from harness.scorers import (
     FORMAT_TYPES,
-    REPLIES_PATH,
     check_all,
     check_format,
     count_words,
     is_refusal,
-    refusal_classifier_report,
     validate_spec,
 )
 
@@ -119,7 +118,7 @@ def test_canonical_toy_replies() -> None:
 
 
 def test_refusal_classifier_held_out_accuracy() -> None:
-    report = refusal_classifier_report(seed=0)
+    report = classifier_report(seed=0)
     print(
         f"held-out accuracy {report['accuracy']:.3f} "
         f"(classifier alone {report['classifier_accuracy']:.3f}, n_test={report['n_test']})"
@@ -130,7 +129,7 @@ def test_refusal_classifier_held_out_accuracy() -> None:
 
 
 def test_refusal_is_deterministic_and_fast() -> None:
-    from harness.scorers import _classifier, _load_replies, _make_pipeline
+    from harness.refusal import _classifier, _load_replies, _make_pipeline
 
     texts, labels = _load_replies()
     start = time.perf_counter()

@@ -89,6 +89,8 @@ def test_parent_and_child_runs_with_metrics_and_records(finished_study):
     shares = [metrics[f"mix/{s}/share"] for s in ("qa", "refusal", "replay")]
     assert sum(shares) == pytest.approx(1.0, abs=0.01) and metrics["mix/qa/examples"] > 0
     assert any(k.startswith("lineage.source.qa.sha256") for k in child.data.params)
+    assert child.data.params["judge/refusal"] == "rules"  # who judged, and how well:
+    assert metrics["judge/refusal/accuracy"] >= 0.93
 
     # The summary agrees with the per-sample records logged beside it.
     local = client.download_artifacts(child.info.run_id, "records", str(tmp_path / "dl"))
