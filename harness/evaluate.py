@@ -36,9 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import EvalConfig
+from harness.config import EvalConfig, StandardTask
 from harness.errors import HarnessError
 from harness.files import read_jsonl, write_atomic
+from harness.lm_tasks import usable_score
 from harness.suites import (
     Suite,
     TaskRef,
@@ -195,11 +196,12 @@ def _run_lm_eval(
 ) -> dict[str, list[dict]]:
     """One `simple_evaluate` call; returns lm-eval's per-sample logs by task name."""
     import lm_eval
-    from lm_eval.tasks import TaskManager
+
+    from harness.lm_tasks import task_manager
 
     with _quiet_lm_eval():
-        # Built-in tasks are indexed (~8 s) only when the user named some (eval.tasks).
-        manager = TaskManager(include_defaults=standard)
+        # Built-in tasks are indexed (~8 s, once per process) only when eval.tasks names some.
+        manager = task_manager(standard)
         try:
             out = lm_eval.simple_evaluate(
                 model=lm,
@@ -232,10 +234,12 @@ def _evaluate_records(
     cfg: EvalConfig,
     dataset: str,
     limit: int | None,
-    standard_tasks: Sequence[str] = (),
+    standard_tasks: Sequence[str | StandardTask] = (),
 ) -> dict[str, list[dict]]:
     """Per-sample records per suite; likelihood suites and chat suites in separate calls."""
     from lm_eval.models.huggingface import HFLM
+
+    from harness.lm_tasks import lm_eval_tasks, merge_filters
 
     stop = stop_strings(tokenizer, model)
     was_training = model.training
@@ -248,7 +252,8 @@ def _evaluate_records(
             if not group:
                 continue
             # eval.tasks (standard lm-eval tasks) join the forgetting call: same likelihood mode.
-            std = list(standard_tasks) if any(s.name == "forgetting" for s in group) else []
+            forgetting = any(s.name == "forgetting" for s in group)
+            std = lm_eval_tasks(list(standard_tasks)) if forgetting else []
             refs: dict[str, TaskRef] = {}
             configs: list[Any] = []
             for s in group:
@@ -261,6 +266,7 @@ def _evaluate_records(
             samples = _run_lm_eval(lm, configs + std, chat=chat, limit=limit, standard=bool(std))
             for lm_name, rows in samples.items():
                 ref = refs.get(lm_name, TaskRef("forgetting", lm_name))
+                rows = merge_filters(rows)
                 records.setdefault(ref.suite, []).extend(_record(ref, x) for x in rows)
     finally:
         model.train(was_training)
@@ -343,7 +349,12 @@ def summarize(
     base = {_key(r): r for r in base_records} if base_records is not None else None
     out: dict[str, float] = {}
     for m in suite.metrics:
-        rows = [r for r in records if all(v in _values(r, k) for k, v in (m.where or {}).items())]
+        rows = [
+            r
+            for r in records
+            if usable_score(r["scores"].get(m.score))
+            and all(v in _values(r, k) for k, v in (m.where or {}).items())
+        ]
         groups: dict[str | None, list[dict]] = {}
         for r in rows:
             for value in [None] if m.by is None else _values(r, m.by):
@@ -393,9 +404,9 @@ def _annotate(
         primary = s.metrics[0].score if s.metrics else None
         base_scores = {}
         if base and s.compares_base:
-            base_scores = {_key(r): r["scores"].get(primary) for r in base.get(s.name, [])}
+            base_scores = {_key(r): _primary(r, primary) for r in base.get(s.name, [])}
         for r in records.get(s.name, []):
-            r["score"] = r["scores"].get(primary) if primary else None
+            r["score"] = _primary(r, primary)
             for field_ in ("label", "specs", "category"):
                 if field_ in r.get("doc", {}):
                     r[field_] = r["doc"][field_]
@@ -403,13 +414,25 @@ def _annotate(
                 r["base_score"] = base_scores.get(_key(r))
 
 
+def _primary(record: dict, score: str | None) -> float | None:
+    """The record's score under the suite's primary metric; a standard task without it (gsm8k's
+    exact_match in the forgetting suite) pairs on its own first metric."""
+    scores = record["scores"]
+    return scores[score] if score in scores else next(iter(scores.values()), None)
+
+
 def _summaries(
     suites: list[Suite], records: dict[str, list[dict]], base: dict[str, list[dict]] | None
 ) -> dict[str, float]:
+    from harness.lm_tasks import task_metrics
+
     summary: dict[str, float] = {}
     for s in suites:
         base_rows = base.get(s.name) if base is not None and s.compares_base else None
         summary |= summarize(s, records.get(s.name, []), base_rows)
+        if s.name == "forgetting":  # where eval.tasks land: their own metrics, per task
+            declared = {m.score for m in s.metrics}
+            summary |= task_metrics(s.name, records.get(s.name, []), base_rows, declared)
     return summary
 
 
@@ -658,13 +681,14 @@ def _hash_files(stats: tuple[tuple[str, int, int], ...]) -> str:
 def _cache_path(
     fingerprint: str, suite: Suite, cfg: EvalConfig, dataset: str, limit: int | None
 ) -> Path:
+    from harness.lm_tasks import tasks_fingerprint
     from harness.toy.build import cache_root
 
     settings = {
         "dataset": dataset,
         "limit": limit,
         "max_new_tokens": cfg.max_new_tokens,
-        "tasks": cfg.tasks if suite.name == "forgetting" else [],
+        "tasks": tasks_fingerprint(cfg.tasks) if suite.name == "forgetting" else "",
     }
     content = suite_hash(suite, suite.data_path(dataset), settings)
     key = json.dumps(
