@@ -40,6 +40,7 @@ from harness.config import EvalConfig, StandardTask
 from harness.errors import HarnessError
 from harness.files import read_jsonl, write_atomic
 from harness.lm_tasks import usable_score
+from harness.masking import CHAT_ADDS_SPECIAL_TOKENS
 from harness.suites import (
     Suite,
     TaskRef,
@@ -263,6 +264,8 @@ def _evaluate_records(
                 for lm_name, (config, ref) in built.items():
                     configs.append(config)
                     refs[lm_name] = ref
+            # chat prompts: BOS only where the template writes it, as in training (masking.py)
+            lm.add_bos_token = CHAT_ADDS_SPECIAL_TOKENS if chat else None
             samples = _run_lm_eval(lm, configs + std, chat=chat, limit=limit, standard=bool(std))
             for lm_name, rows in samples.items():
                 ref = refs.get(lm_name, TaskRef("forgetting", lm_name))
