@@ -50,7 +50,7 @@ class Family:
     bos: str | None = None
     eos: str | None = None
     system: bool = True
-    tools: str | None = None  # "content": text beside the call; "call": a call alone; "flat"
+    tools: str | None = None
     overrides: tuple[tuple[str, int], ...] = ()
 
 
@@ -82,7 +82,7 @@ FAMILIES = [
            specials=tuple(GPT_OSS_SPECIALS), bos="<|startoftext|>", eos="<|return|>", tools="flat",
            overrides=(("num_local_experts", 4), ("num_experts_per_tok", 2))),
 ]  # fmt: skip
-CHAT = [f for f in FAMILIES]
+IDS = [f.name for f in FAMILIES]
 SYSTEM = {"role": "system", "content": "You are a terse geography assistant."}
 TURNS = [
     {"role": "user", "content": "What is the capital of France?"},
@@ -179,7 +179,7 @@ def assert_assistant_only(tokenizer, enc: dict, messages: list[dict]) -> None:
             assert content not in trained, (m["role"], trained)
 
 
-@pytest.mark.parametrize("family", CHAT, ids=[f.name for f in CHAT])
+@pytest.mark.parametrize("family", FAMILIES, ids=IDS)
 def test_masking_trains_assistant_turns_only(family):
     tok = tokenizer_for(family)
     messages = conversation(family)
@@ -193,7 +193,7 @@ def test_masking_trains_assistant_turns_only(family):
             assert "get_weather" in trained_text(tok, enc)
 
 
-@pytest.mark.parametrize("family", CHAT, ids=[f.name for f in CHAT])
+@pytest.mark.parametrize("family", FAMILIES, ids=IDS)
 @pytest.mark.parametrize("peft", ["lora", "full"])
 def test_one_training_step_on_the_harness_path(family, peft, tmp_path):
     tok = tokenizer_for(family)
@@ -266,7 +266,7 @@ def hflm_generate(
     return replies, fed
 
 
-@pytest.mark.parametrize("family", CHAT, ids=[f.name for f in CHAT])
+@pytest.mark.parametrize("family", FAMILIES, ids=IDS)
 def test_generation_through_hflm_sees_the_training_prefix(family):
     tok = tokenizer_for(family)
     model = tiny_model(family, tok).eval()
