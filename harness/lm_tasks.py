@@ -10,7 +10,8 @@ few-shot split and metrics stay lm-eval's; only where the rows come from changes
   `fewshot_split`) that names a split the files do not provide is cleared, so lm-eval scores the
   test split when given, else validation (ARC with only validation rows is scored on
   validation), and takes few-shot examples only from a split the user gave;
-- any other field of the entry overrides the YAML's field of that name.
+- any other field of the entry overrides the YAML's field of that name (it must be a field of
+  lm-eval's `TaskConfig`: a typo is an error, not a silently ignored key).
 A task asking for few-shot examples with no split left to take them from is refused: lm-eval
 would quietly draw them from the rows it scores.
 
@@ -21,6 +22,7 @@ names `<metric>_<filter>`, so each item pairs once with the base.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -58,6 +60,7 @@ def lm_eval_tasks(entries: list[str | StandardTask]) -> list[str | dict[str, Any
 
 def task_config(entry: StandardTask) -> dict[str, Any]:
     """lm-eval's own config of `entry.task` with its rows and splits replaced (module doc)."""
+    from lm_eval.api.task import TaskConfig
     from lm_eval.tasks._yaml_loader import load_yaml
 
     where = f"eval.tasks.{entry.task}"
@@ -74,7 +77,14 @@ def task_config(entry: StandardTask) -> dict[str, Any]:
     for key in SPLIT_KEYS:
         if cfg.get(key) is not None and cfg[key] not in files:
             cfg[key] = None
-    cfg |= entry.model_dump(exclude={"task", "data_files"})
+    overrides = entry.model_dump(exclude={"task", "data_files"})
+    known = {f.name for f in dataclasses.fields(TaskConfig)}
+    for key in overrides:
+        if key not in known:
+            raise HarnessError(
+                f"{where}.{key}: not a field of an lm-eval task (known: {', '.join(sorted(known))})"
+            )
+    cfg |= overrides
     scored = [cfg[k] for k in ("test_split", "validation_split") if cfg.get(k) in files]
     if not scored:
         raise HarnessError(

@@ -110,6 +110,9 @@ def test_splits_follow_the_files_and_overrides_apply():
     )
     with pytest.raises(HarnessError, match="test or validation split"):
         task_config(only_train)
+    typo = by_name["arc_easy"].model_copy(update={"num_fewshots": 5})
+    with pytest.raises(HarnessError, match="eval.tasks.arc_easy.num_fewshots: not a field"):
+        task_config(typo)
     with pytest.raises(HarnessError, match="no task named 'arc_nope'"):
         task_config(
             StandardTask(
