@@ -73,6 +73,7 @@ def task_config(entry: StandardTask) -> dict[str, Any]:
     if cfg.get("task") != entry.task or "class" in cfg:
         raise HarnessError(f"{where}: '{entry.task}' is not defined by a plain task YAML")
     files = dict(entry.data_files)
+    reads = [f"{k} {cfg[k]}" for k in ("test_split", "validation_split") if cfg.get(k)]
     cfg |= {"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": files}}
     for key in SPLIT_KEYS:
         if cfg.get(key) is not None and cfg[key] not in files:
@@ -88,8 +89,8 @@ def task_config(entry: StandardTask) -> dict[str, Any]:
     scored = [cfg[k] for k in ("test_split", "validation_split") if cfg.get(k) in files]
     if not scored:
         raise HarnessError(
-            f"{where}: data_files names {', '.join(files)} but the task scores its test or "
-            "validation split; name one of those (or set test_split: <your split>)"
+            f"{where}: data_files names {', '.join(files)} but the task is scored on "
+            f"{' or '.join(reads) or 'no split'}; name that split (or set test_split: <yours>)"
         )
     shots = cfg.get("num_fewshot") or 0
     source = cfg.get("fewshot_split") or cfg.get("training_split")

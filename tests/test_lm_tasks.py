@@ -108,7 +108,7 @@ def test_splits_follow_the_files_and_overrides_apply():
     only_train = StandardTask(
         task="hellaswag", data_files={"train": str(DATASETS / "hellaswag/validation.jsonl")}
     )
-    with pytest.raises(HarnessError, match="test or validation split"):
+    with pytest.raises(HarnessError, match="scored on validation_split validation; name that"):
         task_config(only_train)
     typo = by_name["arc_easy"].model_copy(update={"num_fewshots": 5})
     with pytest.raises(HarnessError, match="eval.tasks.arc_easy.num_fewshots: not a field"):
