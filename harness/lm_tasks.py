@@ -5,7 +5,8 @@ An entry is a task name (lm-eval loads the task and its hub data as usual) or a 
 `{task: arc_easy, data_files: {validation: rows.jsonl}, ...}`. For the latter the task's own YAML
 is loaded from lm-eval's index (includes merged, `!function` hooks resolved), so the prompt,
 few-shot split and metrics stay lm-eval's; only where the rows come from changes:
-- `dataset_path: json` with `data_files` as given (absolute paths, see `StandardTask.resolved`);
+- `dataset_path: json` (or `parquet`, `csv` by the files' suffix) with `data_files` as given
+  (absolute paths, see `StandardTask.resolved`);
 - every split key of the task (`training_split`, `validation_split`, `test_split`,
   `fewshot_split`) that names a split the files do not provide is cleared, so lm-eval scores the
   test split when given, else validation (ARC with only validation rows is scored on
@@ -74,7 +75,8 @@ def task_config(entry: StandardTask) -> dict[str, Any]:
         raise HarnessError(f"{where}: '{entry.task}' is not defined by a plain task YAML")
     files = dict(entry.data_files)
     reads = [f"{k} {cfg[k]}" for k in ("test_split", "validation_split") if cfg.get(k)]
-    cfg |= {"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": files}}
+    builder = _builder(files, where)
+    cfg |= {"dataset_path": builder, "dataset_name": None, "dataset_kwargs": {"data_files": files}}
     for key in SPLIT_KEYS:
         if cfg.get(key) is not None and cfg[key] not in files:
             cfg[key] = None
@@ -101,6 +103,19 @@ def task_config(entry: StandardTask) -> dict[str, Any]:
             "for them; add one (e.g. train: FILE with fewshot_split: train) or set num_fewshot: 0"
         )
     return cfg
+
+
+_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def _builder(files: dict[str, str], where: str) -> str:
+    """The `datasets` builder for the files: JSON Lines/JSON, Parquet or CSV, one kind for all."""
+    kinds = {_BUILDERS.get(Path(p).suffix.lower()) for p in files.values()}
+    if None in kinds or len(kinds) != 1:
+        raise HarnessError(
+            f"{where}.data_files: use .jsonl/.json, .parquet or .csv files, one kind for all splits"
+        )
+    return kinds.pop()
 
 
 def merge_filters(samples: list[dict]) -> list[dict]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 
+import pandas as pd
 import pytest
 import torch
 from realworld import REALWORLD, needs_realworld
@@ -87,8 +88,9 @@ def test_every_shared_dataset_runs_with_lm_evals_definition_and_pairs(tiny_model
 
 
 @needs_realworld
-def test_splits_follow_the_files_and_overrides_apply():
+def test_splits_follow_the_files_and_overrides_apply(tmp_path):
     by_name = {e.task: e for e in _entries()}
+    rows_file = str(DATASETS / "winogrande/validation.jsonl")
     arc = task_config(by_name["arc_easy"])
     assert (arc["test_split"], arc["validation_split"], arc["training_split"]) == (
         None,
@@ -110,6 +112,15 @@ def test_splits_follow_the_files_and_overrides_apply():
     )
     with pytest.raises(HarnessError, match="scored on validation_split validation; name that"):
         task_config(only_train)
+    rows = (DATASETS / "winogrande/validation.jsonl").read_text().splitlines()[:3]
+    pd.DataFrame([json.loads(r) for r in rows]).to_parquet(tmp_path / "wino.parquet")
+    parquet = StandardTask(
+        task="winogrande", data_files={"validation": str(tmp_path / "wino.parquet")}
+    )
+    assert task_config(parquet)["dataset_path"] == "parquet"
+    mixed = parquet.model_copy(update={"data_files": {**parquet.data_files, "train": rows_file}})
+    with pytest.raises(HarnessError, match="one kind for all splits"):
+        task_config(mixed)
     typo = by_name["arc_easy"].model_copy(update={"num_fewshots": 5})
     with pytest.raises(HarnessError, match="eval.tasks.arc_easy.num_fewshots: not a field"):
         task_config(typo)
