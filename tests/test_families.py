@@ -324,3 +324,38 @@ def test_every_shared_tokenizer_and_template_is_covered():
     assert folders <= used
     templates = {p.name for p in (REALWORLD / "templates").glob("*.jinja")}
     assert templates <= {Path(f.template).name for f in FAMILIES if f.template}
+
+
+@pytest.mark.parametrize("name", ["qwen2.5", "mistral-v0.3"])
+def test_the_harness_chat_suites_run_on_real_templates(name):
+    """`harness.evaluate.evaluate` end to end (chat template, stop strings, BOS rule, scoring)
+    on the English format and refusal suites, two items each."""
+    from harness.config import EvalConfig
+    from harness.evaluate import evaluate
+
+    family = next(f for f in FAMILIES if f.name == name)
+    tok = tokenizer_for(family)
+    cfg = EvalConfig(batch_size=2, max_new_tokens=4)
+    result = evaluate(
+        tiny_model(family, tok),
+        tok,
+        ["format", "refusal"],
+        eval_config=cfg,
+        dataset="english",
+        limit=2,
+    )
+    for suite in ("format", "refusal"):
+        records = result.records[suite]
+        assert records and all(isinstance(r["response"], str) for r in records)
+        bos = tok.bos_token
+        assert all(r["prompt"].count(bos) <= 1 for r in records) if bos else True
+        assert all(
+            r["prompt"]
+            == tok.apply_chat_template(
+                [{"role": "user", "content": r["doc"]["prompt"]}],
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+            for r in records
+        )
+    assert "format/pass_rate" in result.summary and "refusal/accuracy" in result.summary
