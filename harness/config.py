@@ -86,12 +86,35 @@ class PeftConfig(_Strict):
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
 
 
+class StandardTask(BaseModel):
+    """A standard lm-eval task run with lm-eval's own definition on local rows: `data_files` maps
+    split names to files (relative to the experiment file); any other field overrides the same
+    field of the task's YAML (e.g. `num_fewshot: 0`). See harness/lm_tasks.py."""
+
+    model_config = ConfigDict(extra="allow")
+    task: str = Field(pattern=r"^[A-Za-z0-9_\-.]+$")
+    data_files: dict[str, str] = Field(min_length=1)
+
+    def resolved(self, base_dir: Path) -> StandardTask:
+        """A copy with absolute data paths (lm-eval resolves relative ones against the cwd)."""
+        files = {
+            k: str((base_dir / Path(v).expanduser()).resolve()) for k, v in self.data_files.items()
+        }
+        for split, path in files.items():
+            if not Path(path).is_file():
+                raise ValueError(f"eval.tasks.{self.task}.data_files.{split}: {path} not found")
+        return self.model_copy(update={"data_files": files})
+
+
 class EvalConfig(_Strict):
     suites: list[str] = Field(default_factory=lambda: ["forgetting", "refusal", "format"])
     dataset: Literal["auto", "toy", "english"] = Field(
         "auto", description="which data set of each suite; auto = toy for the toy model"
     )
-    tasks: list[str] = Field(default_factory=list, description="extra lm-eval tasks (forgetting)")
+    tasks: list[str | StandardTask] = Field(
+        default_factory=list,
+        description="extra lm-eval tasks (forgetting): a name, or {task, data_files, ...}",
+    )
     suite_dirs: list[str] = Field(
         default_factory=list,
         description="extra folders holding suite folders (see evals/README.md)",
@@ -103,6 +126,26 @@ class EvalConfig(_Strict):
     )
     interval: int | None = Field(None, gt=0, description="steps between pruning evaluations")
     proxy_limit: int = Field(40, gt=0, description="items per suite in a pruning evaluation")
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _standard_tasks(cls, v: Any) -> Any:
+        """Validate mapping entries as StandardTask here, so a bad one reports its own field
+        instead of pydantic's "not a valid string" from the other side of the union."""
+        if not isinstance(v, list):
+            return v
+        out = []
+        for item in v:
+            if isinstance(item, dict):
+                try:
+                    item = StandardTask.model_validate(item)
+                except ValidationError as e:
+                    err = e.errors()[0]
+                    where = ".".join(str(x) for x in err["loc"])
+                    reason = _REASONS.get(err["type"], err["msg"]).format(**err.get("ctx", {}))
+                    raise ValueError(f"{item.get('task', 'entry')}.{where}: {reason}") from None
+            out.append(item)
+        return out
 
 
 class Objective(_Strict):
@@ -328,6 +371,12 @@ def validate(raw: dict, source: str, base_dir: Path) -> Experiment:
     except ValidationError as e:
         raise HarnessError(format_validation_error(e, raw, source)) from None
     except ValueError as e:  # from get_path inside validators
+        raise HarnessError(f"{source}: {e}") from None
+    try:
+        exp.eval.tasks = [
+            t.resolved(base_dir) if isinstance(t, StandardTask) else t for t in exp.eval.tasks
+        ]
+    except ValueError as e:
         raise HarnessError(f"{source}: {e}") from None
     exp._base_dir = base_dir
     exp._raw = copy.deepcopy(raw)

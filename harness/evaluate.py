@@ -26,20 +26,25 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import importlib.util
 import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import EvalConfig
+from harness.config import EvalConfig, StandardTask
 from harness.errors import HarnessError
 from harness.files import read_jsonl, write_atomic
 from harness.judges import JudgeSpec
+from harness.lm_tasks import tasks_fingerprint, usable_score
+from harness.masking import CHAT_ADDS_SPECIAL_TOKENS
+from harness.models import load_tokenizer
 from harness.suites import (
     Suite,
     TaskRef,
@@ -207,11 +212,12 @@ def _run_lm_eval(
 ) -> dict[str, list[dict]]:
     """One `simple_evaluate` call; returns lm-eval's per-sample logs by task name."""
     import lm_eval
-    from lm_eval.tasks import TaskManager
+
+    from harness.lm_tasks import task_manager
 
     with _quiet_lm_eval():
-        # Built-in tasks are indexed (~8 s) only when the user named some (eval.tasks).
-        manager = TaskManager(include_defaults=standard)
+        # Built-in tasks are indexed (~8 s, once per process) only when eval.tasks names some.
+        manager = task_manager(standard)
         try:
             out = lm_eval.simple_evaluate(
                 model=lm,
@@ -244,10 +250,12 @@ def _evaluate_records(
     cfg: EvalConfig,
     dataset: str,
     limit: int | None,
-    standard_tasks: Sequence[str] = (),
+    standard_tasks: Sequence[str | StandardTask] = (),
 ) -> dict[str, list[dict]]:
     """Per-sample records per suite; likelihood suites and chat suites in separate calls."""
     from lm_eval.models.huggingface import HFLM
+
+    from harness.lm_tasks import lm_eval_tasks, merge_filters
 
     stop = stop_strings(tokenizer, model)
     was_training = model.training
@@ -260,7 +268,8 @@ def _evaluate_records(
             if not group:
                 continue
             # eval.tasks (standard lm-eval tasks) join the forgetting call: same likelihood mode.
-            std = list(standard_tasks) if any(s.name == "forgetting" for s in group) else []
+            forgetting = any(s.name == "forgetting" for s in group)
+            std = lm_eval_tasks(list(standard_tasks)) if forgetting else []
             refs: dict[str, TaskRef] = {}
             configs: dict[str, dict[str, Any]] = {}
             for s in group:
@@ -275,12 +284,14 @@ def _evaluate_records(
                         )
                     configs[lm_name] = config
                     refs[lm_name] = ref
+            # chat prompts: BOS only where the template writes it, as in training (masking.py)
+            lm.add_bos_token = CHAT_ADDS_SPECIAL_TOKENS if chat else None
             tasks = [*configs.values(), *std]
             samples = _run_lm_eval(lm, tasks, chat=chat, limit=limit, standard=bool(std))
             judges = {s.name: s.judge for s in group if s.judge and s.judge.kind != "rules"}
             for lm_name, rows in samples.items():
                 ref = refs.get(lm_name, TaskRef("forgetting", lm_name))
-                recs = [_record(ref, x) for x in rows]
+                recs = [_record(ref, x) for x in merge_filters(rows)]
                 if ref.suite in judges:
                     _rejudge(judges[ref.suite], recs, configs[lm_name]["process_results"])
                 records.setdefault(ref.suite, []).extend(recs)
@@ -381,7 +392,12 @@ def summarize(
     base = {_key(r): r for r in base_records} if base_records is not None else None
     out: dict[str, float] = {}
     for m in suite.metrics:
-        rows = [r for r in records if all(v in _values(r, k) for k, v in (m.where or {}).items())]
+        rows = [
+            r
+            for r in records
+            if usable_score(r["scores"].get(m.score))
+            and all(v in _values(r, k) for k, v in (m.where or {}).items())
+        ]
         groups: dict[str | None, list[dict]] = {}
         for r in rows:
             for value in [None] if m.by is None else _values(r, m.by):
@@ -436,9 +452,9 @@ def _annotate(
         primary = s.metrics[0].score if s.metrics else None
         base_scores = {}
         if base and s.compares_base:
-            base_scores = {_key(r): r["scores"].get(primary) for r in base.get(s.name, [])}
+            base_scores = {_key(r): _primary(r, primary) for r in base.get(s.name, [])}
         for r in records.get(s.name, []):
-            r["score"] = r["scores"].get(primary) if primary else None
+            r["score"] = _primary(r, primary)
             for field_ in ("label", "specs", "category"):
                 if field_ in r.get("doc", {}):
                     r[field_] = r["doc"][field_]
@@ -446,10 +462,18 @@ def _annotate(
                 r["base_score"] = base_scores.get(_key(r))
 
 
+def _primary(record: dict, score: str | None) -> float | None:
+    """The record's score under the suite's primary metric; a standard task without it (gsm8k's
+    exact_match in the forgetting suite) pairs on its own first metric."""
+    scores = record["scores"]
+    return scores[score] if score in scores else next(iter(scores.values()), None)
+
+
 def _summaries(
     suites: list[Suite], records: dict[str, list[dict]], base: dict[str, list[dict]] | None
 ) -> dict[str, float]:
     from harness.judges import judge_metrics
+    from harness.lm_tasks import task_metrics
 
     summary: dict[str, float] = {}
     for s in suites:
@@ -457,6 +481,9 @@ def _summaries(
         summary |= summarize(s, records.get(s.name, []), base_rows)
         if s.judge is not None:  # how far the suite's rates can be trusted
             summary |= judge_metrics(s.name, s.judge, s.path)
+        if s.name == "forgetting":  # where eval.tasks land: their own metrics, per task
+            declared = {m.score for m in s.metrics}
+            summary |= task_metrics(s.name, records.get(s.name, []), base_rows, declared)
     return summary
 
 
@@ -526,8 +553,9 @@ def evaluate_base(
     limit: int | None = None,
     suite_dirs: list[str | Path] | tuple = (),
 ) -> EvalResult:
-    """The base model's results, computed once per (model content, suite content, settings,
-    versions) and cached under `$HARNESS_CACHE/baselines/`; a hit loads no model. Its summary
+    """The base model's results, computed once per `cache_key` (model content, suite files,
+    settings, generation context, versions) and cached under `$HARNESS_CACHE/baselines/`; a hit
+    loads no model, only the tokenizer (the key holds its stop strings and template). Its summary
     compares the base with itself, so `forgetting/delta` is 0 and the metric set matches a
     candidate's."""
     cfg = eval_config or EvalConfig()
@@ -535,29 +563,32 @@ def evaluate_base(
     dataset = resolve_dataset(_dataset(dataset, cfg), model_name)
     loaded = load_suites(suites, [*suite_dirs, *_config_suite_dirs(cfg)])
     fingerprint = model_fingerprint(model_name)
+    tokenizer = load_tokenizer(model_name)
+    context = _base_context(model_name, tokenizer) if fingerprint else {}
     records: dict[str, list[dict]] = {}
     for s in loaded:
-        hit = _read_cache(_cache_path(fingerprint, s, cfg, dataset, limit)) if fingerprint else None
+        path = _cache_path(fingerprint, s, cfg, dataset, limit, context) if fingerprint else None
+        hit = _read_cache(path) if path else None
         if hit is not None:
             records[s.name] = hit
     missing = [s for s in loaded if s.name not in records]
     seconds = 0.0
     if missing:
-        from harness.models import load_model, load_tokenizer
+        from harness.models import load_model
 
         model = load_model(model_name)
-        tokenizer = load_tokenizer(model_name)
         start = time.time()
         std = cfg.tasks if any(s.name == "forgetting" for s in missing) else []
         fresh = _evaluate_records(model, tokenizer, missing, cfg, dataset, limit, std)
         seconds = time.time() - start
-        fingerprint = fingerprint or model_fingerprint(model_name)  # a hub model is now local
+        if not fingerprint:  # a hub model is local now
+            fingerprint = model_fingerprint(model_name)
+            context = _base_context(model_name, tokenizer)
         for s in missing:
             records[s.name] = fresh.get(s.name, [])
             if fingerprint:
-                _write_cache(
-                    _cache_path(fingerprint, s, cfg, dataset, limit), model_name, records[s.name]
-                )
+                path = _cache_path(fingerprint, s, cfg, dataset, limit, context)
+                _write_cache(path, model_name, records[s.name])
     info = {
         "model": model_name,
         "cached": [s.name for s in loaded if s not in missing],
@@ -588,7 +619,7 @@ def evaluate_model(
     if adapter is None and base == name:
         result = evaluate_base(name, suites, cfg, dataset, limit=limit, suite_dirs=suite_dirs)
     else:
-        from harness.models import load_model, load_tokenizer
+        from harness.models import load_model
 
         model = load_model(name, adapter=adapter)
         has_tok = adapter and (Path(adapter) / "tokenizer_config.json").is_file()
@@ -649,33 +680,103 @@ def _config_suite_dirs(cfg: EvalConfig) -> list[str]:
 # ---------------------------------------------------------------- the base-model cache
 
 
-def _versions() -> dict[str, str]:
-    """Library versions and a hash of the scoring code: a change in either can change results."""
+def _library_versions() -> dict[str, str]:
+    """Versions of everything that computes or scores a result, and a hash of the harness code
+    (all of it: scoring hooks, judges and prompt handling move between modules)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    import torch
-    import transformers
-
-    from harness.models import device, train_dtype
-
-    try:
-        harness_version = version("sft-harness")
-    except PackageNotFoundError:
-        harness_version = "unknown"
-
+    out = {}
+    for name in ("sft-harness", "lm_eval", "transformers", "torch", "scikit-learn", "datasets"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "missing"
     code = hashlib.sha256()
     here = Path(__file__).resolve().parent
-    for name in ("evaluate.py", "suites.py", "scorers.py", "refusal.py", "judges.py", "models.py"):
-        if (here / name).is_file():
-            code.update((here / name).read_bytes())
+    for path in sorted(here.rglob("*.py")):
+        code.update(str(path.relative_to(here)).encode() + b"\0" + path.read_bytes())
+    out["harness_code"] = code.hexdigest()[:16]
+    return out
+
+
+_HOOK = re.compile(r"!function\s+([A-Za-z_][\w.]*)")
+
+
+def _suite_files(suite: Suite) -> list[Path]:
+    """Files a suite's scores depend on beyond its data set: everything in its folder (task
+    YAMLs, `utils.py` hooks, a judge's labelled data) but READMEs, and the module file of
+    each `!function` hook that lives elsewhere (lm-eval imports `pkg.mod.fn` when the YAML's
+    folder has no `pkg.py`)."""
+    files = [
+        p
+        for p in sorted(suite.path.rglob("*"))
+        if p.is_file() and p.suffix != ".md" and "__pycache__" not in p.parts
+    ]
+    for task_file in suite.task_files:
+        for target in _HOOK.findall(task_file.read_text()):
+            module = target.rsplit(".", 1)[0]
+            if (suite.path / f"{module.split('.')[0]}.py").is_file():
+                continue  # already hashed with the folder
+            try:
+                spec = importlib.util.find_spec(module)
+            except (ImportError, ValueError):  # lm-eval itself reports an unloadable hook
+                continue
+            if spec is not None and spec.origin and Path(spec.origin).is_file():
+                files.append(Path(spec.origin))
+    return files
+
+
+def cache_key(
+    fingerprint: str,
+    suite: Suite,
+    cfg: EvalConfig,
+    dataset: str,
+    limit: int | None,
+    context: dict[str, Any],
+) -> dict[str, Any]:
+    """Everything that changes a base score: the model (content hash), the suite (its folder,
+    hook modules and data set), the run settings (limit, batch size, generation length,
+    `eval.tasks` and their rows), `context` (dtype, stop strings, chat template: see
+    `_base_context`), library versions and the harness code."""
+    settings = {
+        "dataset": dataset,
+        "limit": limit,
+        "batch_size": cfg.batch_size,
+        "max_new_tokens": cfg.max_new_tokens,
+        "tasks": tasks_fingerprint(cfg.tasks) if suite.name == "forgetting" else "",
+    }
+    files = hashlib.sha256()
+    for path in _suite_files(suite):
+        files.update(str(path).encode() + b"\0" + path.read_bytes())
     return {
-        "harness": harness_version,
-        "harness_code": code.hexdigest()[:16],
-        "lm_eval": version("lm_eval"),
-        "transformers": transformers.__version__,
-        "torch": torch.__version__,
-        "device": device(),
+        "format": CACHE_FORMAT,
+        "model": fingerprint,
+        "suite": suite_hash(suite, suite.data_path(dataset), settings),
+        "suite_files": files.hexdigest(),
+        "context": context,
+        **_library_versions(),
+    }
+
+
+def _base_context(model_name: str, tokenizer) -> dict[str, Any]:
+    """The parts of a base score set outside the suite: the dtype and device the base model
+    loads with, its stop strings (tokenizer + generation_config.json) and chat template."""
+    from types import SimpleNamespace
+
+    from transformers import GenerationConfig
+
+    from harness.models import device, resolve_model_path, train_dtype
+
+    try:
+        gen = GenerationConfig.from_pretrained(resolve_model_path(model_name))
+    except (OSError, ValueError):
+        gen = None
+    template = tokenizer.chat_template
+    return {
         "dtype": str(train_dtype("auto")),
+        "device": device(),
+        "stop": stop_strings(tokenizer, SimpleNamespace(generation_config=gen)),
+        "chat_template": hashlib.sha256(json.dumps(template).encode()).hexdigest(),
     }
 
 
@@ -718,22 +819,17 @@ def _hash_files(stats: tuple[tuple[str, int, int], ...]) -> str:
 
 
 def _cache_path(
-    fingerprint: str, suite: Suite, cfg: EvalConfig, dataset: str, limit: int | None
+    fingerprint: str,
+    suite: Suite,
+    cfg: EvalConfig,
+    dataset: str,
+    limit: int | None,
+    context: dict[str, Any],
 ) -> Path:
     from harness.toy.build import cache_root
 
-    settings = {
-        "dataset": dataset,
-        "limit": limit,
-        "max_new_tokens": cfg.max_new_tokens,
-        "tasks": cfg.tasks if suite.name == "forgetting" else [],
-    }
-    content = suite_hash(suite, suite.data_path(dataset), settings)
-    key = json.dumps(
-        {"format": CACHE_FORMAT, "model": fingerprint, "suite": content, **_versions()},
-        sort_keys=True,
-    )
-    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    key = cache_key(fingerprint, suite, cfg, dataset, limit, context)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return cache_root() / "baselines" / f"{suite.name}-{digest}.json"
 
 

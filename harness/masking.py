@@ -25,6 +25,14 @@ Char spans become token labels through the fast tokenizer's offsets, tokenising 
 cut by the span's end (e.g. `<|user|>` when lcp stopped after its first characters) is not
 trained, and trailing whitespace-only tokens (separators between turns) are not trained.
 
+BOS, one rule for training and evaluation: a rendered chat is tokenised with no special tokens
+added (`CHAT_ADDS_SPECIAL_TOKENS`), so the model sees a BOS exactly where the template writes one
+(Llama-3, Mistral and Gemma templates write `bos_token`; ChatML and Phi templates do not). That is
+what `apply_chat_template(tokenize=True)` and chat serving (vLLM, TGI) feed the model, and
+`harness.evaluate` tells lm-eval's HFLM the same for chat-template suites (`add_bos_token`), whose
+own default would add the tokenizer's BOS to a template that does not write one. Plain text
+(replay rows, likelihood suites) keeps the tokenizer's own special tokens in both.
+
 Why not diff token ids or rely on tags alone: tags are rare in real templates; token diffs break
 when BPE merges across a turn boundary. Character prefixes need nothing from the template.
 """
@@ -42,6 +50,7 @@ if TYPE_CHECKING:
     from harness.data import Example
 
 IGNORE_INDEX = -100
+CHAT_ADDS_SPECIAL_TOKENS = False
 TrainOn = Literal["all", "last"]
 Overlong = Literal["truncate", "drop"]
 
@@ -281,11 +290,9 @@ def _render_and_tokenize(
     else:
         text = _render(tokenizer, messages)
         spans = _prefix_spans(tokenizer, messages, text)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    # CHAT_ADDS_SPECIAL_TOKENS: the template alone decides BOS (module doc)
+    enc = tokenizer(text, add_special_tokens=CHAT_ADDS_SPECIAL_TOKENS, return_offsets_mapping=True)
     ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
-    bos = tokenizer.bos_token_id
-    if bos is not None and (not ids or ids[0] != bos) and _tokenizer_adds_bos(tokenizer):
-        ids, offsets = [bos, *ids], [(0, 0), *offsets]
     return text, ids, offsets, spans
 
 
@@ -405,8 +412,3 @@ def _lcp(a: str, b: str) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
-
-
-def _tokenizer_adds_bos(tokenizer: Any) -> bool:
-    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
-    return bool(with_special) and with_special[0] == tokenizer.bos_token_id

@@ -127,20 +127,22 @@ def test_stop_token_check_fails_loudly(bad):
         check_stop_token(tok)
 
 
-def test_bos_is_never_doubled_and_added_when_the_tokenizer_expects_it():
+def test_bos_only_where_the_template_writes_it():
     mistral = template_tokenizer("mistral")
     ids = encode_messages(mistral, CONVERSATION)["input_ids"]
     assert ids[0] == mistral.bos_token_id and ids.count(mistral.bos_token_id) == 1
 
-    # A Llama-style tokenizer adds bos itself; the ChatML template does not write it.
+    # A Llama-style tokenizer adds bos itself; the ChatML template does not write it, so (as
+    # apply_chat_template(tokenize=True), chat serving and the harness's eval) no bos.
     chatml = make_tokenizer(CHATML, bos="<s>", eos="<|im_end|>")
     bos = chatml.bos_token_id
     chatml.backend_tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A", special_tokens=[("<s>", bos)]
     )
+    assert chatml("a")["input_ids"][0] == bos
     enc = encode_messages(chatml, CONVERSATION)
-    assert enc["input_ids"][0] == bos and enc["input_ids"].count(bos) == 1
-    assert enc["labels"][0] == IGNORE_INDEX
+    assert bos not in enc["input_ids"]
+    assert enc["input_ids"] == chatml.apply_chat_template(CONVERSATION, tokenize=True)["input_ids"]
 
 
 def test_truncation_keeps_the_start_and_flags_it():
