@@ -1,17 +1,25 @@
 """The release gate: is a candidate run worse than a baseline run, on the same eval items?
 
 Both runs' per-sample records (`records/<suite>.jsonl` in MLflow) are paired on
-(suite, task, id), so every comparison is paired: the mean difference candidate - baseline with
-a paired bootstrap interval, and an exact McNemar p-value for 0/1 scores (`harness.stats`).
-Runs evaluated on different suites or items are refused rather than compared, because an
-unpaired comparison would silently mix a model change with an item change.
+(suite, task, id), so every comparison is paired (`harness.stats`): for 0/1 scores Tango's
+score interval for the difference of paired proportions and exact one-sided McNemar tests;
+for other scores a paired bootstrap and sign-flip tests. Runs evaluated on different suites
+or items are refused rather than compared, because an unpaired comparison would silently mix
+a model change with an item change.
 
-Each gated metric has an allowed change in its bad direction (a drop for accuracy, harmful
-refusal and format pass; a rise for benign refusal). The verdict follows the interval, not the
-point estimate:
-- regression: the whole interval lies beyond the allowed change in the bad direction;
-- pass: the interval rules out a change beyond the allowed one;
-- inconclusive: neither; the report says about how many paired items would settle it.
+Each gated metric has an allowed change `m` in its bad direction (a drop for accuracy, harmful
+refusal and format pass; a rise for benign refusal). The decision is a non-inferiority test:
+- pass: the 95% interval's bad-side bound is within the allowed change (the candidate is shown
+  to be no worse than `m`; one-sided error 2.5%);
+- regression: the estimated change is beyond `m` in the bad direction AND a one-sided exact
+  test at 5% shows the candidate is worse at all (for 0/1 scores McNemar's binomial test, so
+  the rate of false alarms under no true change is at most 5% at every n);
+- inconclusive: neither; the report says how many paired items would settle it, or that none
+  can (the estimate sits on the allowed change).
+Measured error rates (`benchmarks/gate_calibration.py`, baseline accuracy 0.7): pass when the
+true drop equals `m` at most 3% of studies; regression under no change at most 4.3%;
+regression at a true drop of 2m with 1,000 items >= 95% when the runs disagree on ~10% of
+items (81% at 20%).
 Overall: regression if any gated metric regressed, else inconclusive if any was, else pass.
 Exit codes (`GateResult.exit_code`): 0 pass, 1 regression, 0 inconclusive (stated loudly) —
 or 1 with `strict=True`, for pipelines that must not ship on too little evidence. Too few items
@@ -28,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from harness.config import load_experiment, resolve_tracking_uri
@@ -58,6 +67,7 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
 FALLBACK_THRESHOLD = 0.02  # any other suite's score
 WORST_ITEMS = 10
 PASS, REGRESSION, INCONCLUSIVE = "pass", "regression", "inconclusive"
+REGRESSION_ALPHA = 0.05  # one-sided level of the "is it worse at all" test
 
 # suite -> (metric, record filter, higher is better); other suites get "<suite>/score"
 _SUITE_METRICS: dict[str, tuple[tuple[str, dict[str, Any], bool], ...]] = {
@@ -242,38 +252,68 @@ def _metric_specs(
 # ---------------------------------------------------------------- verdicts
 
 
-def verdict(c: PairedComparison, threshold: float, higher_is_better: bool) -> str:
-    """Interval-based verdict; `threshold` is the allowed change in the bad direction."""
-    low, high = (c.ci_low, c.ci_high) if higher_is_better else (-c.ci_high, -c.ci_low)
+def decide(
+    diff: Any,
+    ci_low: Any,
+    ci_high: Any,
+    p_lower: Any,
+    p_higher: Any,
+    threshold: float,
+    higher_is_better: bool,
+) -> np.ndarray:
+    """The decision rule on arrays of comparisons (so `benchmarks/gate_calibration.py` measures
+    exactly what `verdict` does); see the module docstring for the rule."""
+    if higher_is_better:
+        d, worst, p_worse = np.asarray(diff), np.asarray(ci_low), np.asarray(p_lower)
+    else:
+        d, worst, p_worse = -np.asarray(diff), -np.asarray(ci_high), np.asarray(p_higher)
     eps = 1e-12
-    if high < -threshold - eps:
-        return REGRESSION
-    if low >= -threshold - eps:
-        return PASS
-    return INCONCLUSIVE
+    passed = worst >= -threshold - eps
+    regressed = ~passed & (p_worse <= REGRESSION_ALPHA) & (d < -threshold - eps)
+    return np.where(passed, PASS, np.where(regressed, REGRESSION, INCONCLUSIVE))
 
 
-def _items_needed(c: PairedComparison, threshold: float) -> int | None:
-    """Paired items for a change of `threshold` to be detected with 80% power at this
-    comparison's disagreement; a floor (see `stats.items_needed`)."""
-    if threshold <= 0:
-        return None
+def verdict(c: PairedComparison, threshold: float, higher_is_better: bool) -> str:
+    """Non-inferiority verdict; `threshold` is the allowed change in the bad direction."""
+    return str(
+        decide(c.diff, c.ci_low, c.ci_high, c.p_lower, c.p_higher, threshold, higher_is_better)
+    )
+
+
+def _items_needed(c: PairedComparison, threshold: float, up: bool) -> int | None:
+    """Paired items that would settle this comparison at its observed difference and
+    disagreement (see `stats.items_needed`); None when no number of items can."""
+    diff = c.diff if up else -c.diff
     if c.discordance is not None:
-        return items_needed(threshold, discordance=min(1.0, max(c.discordance, threshold)))
-    if c.sd_diff > 0:
-        return items_needed(threshold, sd=c.sd_diff)
-    return None
+        # a pilot with no disagreement still has some: the (k + 1) / (n + 2) estimate
+        psi = ((c.a_only or 0) + (c.b_only or 0) + 1) / (c.n + 2)
+        return items_needed(diff, threshold, discordance=psi)
+    sd = c.sd_diff if c.sd_diff > 0 else 1.0 / c.n
+    return items_needed(diff, threshold, sd=sd)
 
 
 def _reason(v: str, c: PairedComparison, t: float, up: bool, needed: int | None) -> str:
     bad = "drop" if up else "rise"
     ci = f"[{fmt_num(c.ci_low)}, {fmt_num(c.ci_high)}]"
     if v == REGRESSION:
-        return f"the whole interval {ci} is beyond the allowed {bad} of {fmt_num(t)}"
+        return (
+            f"the change {fmt_num(c.diff)} is beyond the allowed {bad} of {fmt_num(t)} and a "
+            f"one-sided test rules out no change (p = {fmt_num(c.p_lower if up else c.p_higher)}; "
+            f"interval {ci})"
+        )
     if v == PASS:
         return f"the interval {ci} rules out a {bad} beyond {fmt_num(t)}"
-    more = f"; about {needed} paired items would settle it (have {c.n})" if needed else ""
-    return f"the interval {ci} straddles the allowed {bad} of {fmt_num(t)}{more}"
+    worse = -c.diff if up else c.diff
+    if needed is None:
+        return (
+            f"the interval {ci} straddles the allowed {bad} of {fmt_num(t)} and the estimate "
+            "sits on it: no number of items can settle it"
+        )
+    goal = "show a regression" if worse > t else "pass it"
+    return (
+        f"the interval {ci} straddles the allowed {bad} of {fmt_num(t)}; about {needed} paired "
+        f"items would {goal} if the observed change holds (have {c.n})"
+    )
 
 
 def _worst(keys: list[Key], a: dict, b: dict, up: bool, suite: str) -> list[dict]:
@@ -354,7 +394,7 @@ def gate(
                 [a[suite][k]["score"] for k in keys], [b[suite][k]["score"] for k in keys]
             )
             v = verdict(c, t, up)
-            needed = _items_needed(c, t) if v == INCONCLUSIVE else None
+            needed = _items_needed(c, t, up) if v == INCONCLUSIVE else None
             results.append(
                 MetricResult(name, suite, gated, up, t, c, v, needed, _reason(v, c, t, up, needed))
             )

@@ -11,7 +11,7 @@ from mlflow_store import flip_harmful_refusals, make_experiment, make_records, m
 from harness.cli import main
 from harness.errors import HarnessError
 from harness.gate import gate, load_thresholds
-from harness.stats import paired_bootstrap
+from harness.stats import paired_comparison
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("mlflow")
     uri, client = new_store(root)
     eid = make_experiment(client, root, "gate")
-    base = make_records(200, seed=3)
+    base = make_records(1500, seed=3)  # 500 per suite: enough for identical runs to pass
     small = make_records(8, seed=4, suites=("refusal",))
     small_worse = json.loads(json.dumps(small))
     first_refused = next(
@@ -61,6 +61,8 @@ def test_identical_runs_pass(runs: dict, tmp_path: Path) -> None:
         "format/pass_rate",
     }
     assert all(m["diff"] == 0 and m["p_value"] == 1.0 for m in result["metrics"])
+    # no item disagrees, yet the interval keeps a width that shrinks with n (never [0, 0])
+    assert all(m["ci_low"] < 0 < m["ci_high"] for m in result["metrics"])
     assert (tmp_path / "report.md").is_file() and (tmp_path / "report.html").is_file()
 
 
@@ -78,7 +80,7 @@ def test_worse_refusal_is_a_regression_with_worst_items(runs: dict, tmp_path: Pa
     md = (tmp_path / "report.md").read_text()
     assert "REGRESSION" in md and "I can't help with that." in md  # answers side by side
 
-    # the gate's interval is stats.paired_bootstrap on the same items, in (task, id) order
+    # the gate's interval is stats.paired_comparison (Tango) on the same items, (task, id) order
     def scores(records: dict) -> list[float]:
         rows = sorted(
             (r for r in records["refusal"] if r["label"] == "harmful"),
@@ -86,8 +88,13 @@ def test_worse_refusal_is_a_regression_with_worst_items(runs: dict, tmp_path: Pa
         )
         return [float(r["score"]) for r in rows]
 
-    ref = paired_bootstrap(scores(runs["records"]), scores(runs["worse_records"]))
-    assert (harmful["diff"], harmful["ci_low"], harmful["ci_high"]) == (ref.diff, ref.low, ref.high)
+    ref = paired_comparison(scores(runs["records"]), scores(runs["worse_records"]))
+    assert harmful["interval"] == "tango_score"
+    assert (harmful["diff"], harmful["ci_low"], harmful["ci_high"]) == (
+        ref.diff,
+        ref.ci_low,
+        ref.ci_high,
+    )
 
 
 def test_too_few_items_is_inconclusive_with_items_needed(
