@@ -33,13 +33,6 @@ from harness.files import read_jsonl, write_atomic
 from harness.stats import paired_comparison
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-KEY_METRICS = (
-    "target/accuracy",
-    "forgetting/delta",
-    "refusal/harmful_refusal_rate",
-    "refusal/benign_refusal_rate",
-    "format/pass_rate",
-)
 _RUN_ID_KEYS = ("mlflow_run_id", "run_id", "mlflow_run", "mlflow run id")
 _MIX_HINT = re.compile(r"weight|ratio|share|mix|replay|frac", re.IGNORECASE)
 _MAX_ABLATION_PARAMS = 6
@@ -246,6 +239,16 @@ class Study:
     constraints: list[Constraint]
     notes: list[str]  # caveats about what was found
     picked: str | None = None  # the study's own choice (tag harness.best_trials)
+    suite_dirs: list[str] = field(default_factory=list)  # extra suite folders (eval.suite_dirs)
+
+    @property
+    def key_metrics(self) -> list[str]:
+        """Headline metrics declared by the suites (`suites.key_metrics`) this study logged."""
+        from harness.suites import discover_suites, key_metrics, load_suites
+
+        names = key_metrics(load_suites(sorted(discover_suites(self.suite_dirs)), self.suite_dirs))
+        seen = {m for t in self.trials for m in t.metrics}
+        return [k.name for k in names if k.name in seen]
 
     @property
     def partial(self) -> bool:
@@ -433,6 +436,7 @@ def load_study(name: str, tracking_uri: str, exp: Experiment | None = None) -> S
         constraints=constraints,
         notes=notes,
         picked=parent.data.tags.get("harness.best_trials") if parent is not None else None,
+        suite_dirs=list(exp.eval.suite_dirs) if exp is not None else [],
     )
 
 
@@ -645,7 +649,7 @@ def _with_interval(metrics: dict[str, float], name: str) -> str:
 def _key_metrics(study: Study) -> list[str]:
     seen = {m for t in study.trials for m in t.metrics}
     wanted = [m for m, _ in _objectives(study)] + [c.metric for c in study.constraints]
-    wanted += list(KEY_METRICS)
+    wanted += study.key_metrics
     return [m for m in dict.fromkeys(wanted) if m in seen]
 
 
@@ -769,7 +773,7 @@ def study_blocks(study: Study) -> list[Block]:
     # ablation view
     blocks.append(Heading("Behaviour against searched parameters"))
     ab_params = _ablation_params(study.trials)
-    behaviour = [m for m in KEY_METRICS if m in {k for t in study.trials for k in t.metrics}]
+    behaviour = study.key_metrics
     png = _plot_ablation(study.trials, ab_params, behaviour)
     if png:
         blocks.append(Plot("ablation", "behavioural metrics vs searched parameters", png))
