@@ -85,7 +85,9 @@ def load_result(out_dir: str | Path) -> EvalResult:
     body = json.loads((out / "summary.json").read_text())
     records = {s: read_jsonl(out / f"{s}.jsonl") for s in body["suites"]}
     info = body.get("info", {})
-    return EvalResult(body["summary"], records, info.get("dataset", "toy"), info.get("seconds", 0))
+    return EvalResult(
+        body["summary"], records, info.get("dataset", "toy"), info.get("seconds", 0), info
+    )
 
 
 # ---------------------------------------------------------------- lm-eval hooks (see evals/*/)
@@ -256,6 +258,7 @@ def _evaluate_records(
             # eval.tasks (standard lm-eval tasks) join the forgetting call: same likelihood mode.
             std = list(standard_tasks) if any(s.name == "forgetting" for s in group) else []
             refs: dict[str, TaskRef] = {}
+            gens: dict[str, dict] = {}
             configs: list[Any] = []
             for s in group:
                 built = task_configs(
@@ -264,16 +267,18 @@ def _evaluate_records(
                 for lm_name, (config, ref) in built.items():
                     configs.append(config)
                     refs[lm_name] = ref
+                    gens[lm_name] = config.get("generation_kwargs") or {}
             samples = _run_lm_eval(lm, configs + std, chat=chat, limit=limit, standard=bool(std))
             for lm_name, rows in samples.items():
                 ref = refs.get(lm_name, TaskRef("forgetting", lm_name))
-                records.setdefault(ref.suite, []).extend(_record(ref, x) for x in rows)
+                gen = gens.get(lm_name, {})
+                records.setdefault(ref.suite, []).extend(_record(ref, x, gen) for x in rows)
     finally:
         model.train(was_training)
     return records
 
 
-def _record(ref: TaskRef, sample: dict) -> dict[str, Any]:
+def _record(ref: TaskRef, sample: dict, generation: dict | None = None) -> dict[str, Any]:
     doc = _clean(sample["doc"])
     args = sample["arguments"]
     resps = sample["filtered_resps"]
@@ -300,7 +305,19 @@ def _record(ref: TaskRef, sample: dict) -> dict[str, Any]:
     rec["scores"] = {m: float(sample[m]) for m in sample["metrics"]}
     rec["doc_hash"] = sample["doc_hash"]
     rec["doc"] = doc
+    if generation:
+        rec["generation"] = {k: generation[k] for k in sorted(generation)}
+    rec["item_hash"] = item_hash(rec)
     return rec
+
+
+def item_hash(record: dict[str, Any]) -> str:
+    """Hash of what an item asks and expects and how the reply is generated (prompt, target,
+    choices, generation settings): the gate pairs items only when these agree."""
+    content = {k: record.get(k) for k in ("prompt", "target", "choices", "generation")}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[
+        :16
+    ]
 
 
 def _clean(value: Any) -> Any:
@@ -530,7 +547,18 @@ def evaluate_model(
             limit=limit,
             suite_dirs=suite_dirs,
         )
-    result.info |= {"model": name, "adapter": adapter, "base": base, "limit": limit}
+    result.info |= {
+        "model": name,
+        "adapter": adapter,
+        "base": base,
+        "limit": limit,
+        "eval": {
+            "dataset": dataset,
+            "max_new_tokens": cfg.max_new_tokens,
+            "limit": limit if limit is not None else cfg.limit,
+            "tasks": cfg.tasks,
+        },
+    }
     if out_dir is not None:
         result.save(out_dir)
     return result

@@ -556,6 +556,33 @@ def gate(
     return result
 
 
+def evaluate_models(
+    baseline_model: str,
+    candidate_model: str,
+    *,
+    suites: list[str],
+    suite_dirs: list[str | Path] | tuple = (),
+    dataset: str = "auto",
+    limit: int | None = None,
+    out_dir: str | Path | None = None,
+) -> tuple[list[str], list[str]]:
+    """Evaluate two models (folders, or any name `harness eval --model` takes) on the same
+    suites and return their record folders, ready for `gate`. Each is evaluated as its own base, so the content-keyed base cache serves a
+    model evaluated before (a released baseline costs nothing the second time)."""
+    from harness.config import EvalConfig
+    from harness.evaluate import evaluate_model
+
+    out = Path(out_dir) if out_dir else Path("reports") / "gate-models"
+    cfg = EvalConfig(suites=suites, suite_dirs=[str(d) for d in suite_dirs])
+    folders = []
+    for role, model in (("baseline", baseline_model), ("candidate", candidate_model)):
+        folder = out / f"{role}-records"
+        evaluate_model(model, suites=suites, eval_config=cfg, dataset=dataset, limit=limit,
+                       out_dir=folder, suite_dirs=suite_dirs)  # fmt: skip
+        folders.append([str(folder)])
+    return folders[0], folders[1]
+
+
 def _short_id(side: Side) -> str:
     first = Path(side.sources[0]).name if Path(side.sources[0]).is_dir() else side.sources[0][:8]
     return first + (f"+{len(side.sources) - 1}" if len(side.sources) > 1 else "")

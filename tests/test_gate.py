@@ -150,3 +150,67 @@ def test_unknown_run_is_one_line(runs: dict, tmp_path: Path, capsys: pytest.Capt
     runs = {**runs, "missing": "0" * 32}
     assert _cli(runs, "base", "missing", tmp_path) == 2
     assert "candidate run '00000000" in capsys.readouterr().err
+
+
+def test_several_runs_per_side_are_pooled(runs: dict, tmp_path: Path) -> None:
+    assert (
+        _cli(runs, "base", "worse", tmp_path, "--baseline", f"{runs['base']},{runs['same']}") == 1
+    )
+    result = json.loads((tmp_path / "gate.json").read_text())
+    assert result["baseline"] == [runs["base"], runs["same"]]
+    harmful = next(m for m in result["metrics"] if m["metric"] == "refusal/harmful_refusal_rate")
+    assert harmful["interval"] == "two_level_bootstrap" and harmful["runs_a"] == 2
+    assert harmful["verdict"] == "regression"
+
+
+def _folder(path: Path, records: dict) -> str:
+    from harness.evaluate import EvalResult, item_hash
+
+    rows = json.loads(json.dumps(records))
+    for suite_rows in rows.values():
+        for r in suite_rows:
+            r["item_hash"] = item_hash(r)
+    EvalResult({}, rows, info={"eval": {"max_new_tokens": 48}}).save(path)
+    return str(path)
+
+
+def test_record_folders_are_gated_and_paired_by_content(runs: dict, tmp_path: Path) -> None:
+    base = _folder(tmp_path / "a", runs["records"])
+    assert (
+        gate(base, _folder(tmp_path / "b", runs["records"]), out_dir=tmp_path / "g").verdict
+        == "pass"
+    )
+
+    edited = json.loads(json.dumps(runs["records"]))
+    edited["format"][3]["prompt"] = "Answer in YAML: 3"
+    with pytest.raises(HarnessError, match=r"item format_toy/for-0003: prompt differs"):
+        gate(base, _folder(tmp_path / "c", edited), out_dir=tmp_path / "g")
+
+    regen = json.loads(json.dumps(runs["records"]))
+    for r in regen["refusal"]:
+        r["generation"] = {"max_gen_toks": 8}
+    with pytest.raises(HarnessError, match="generation differs"):
+        gate(base, _folder(tmp_path / "d", regen), out_dir=tmp_path / "g")
+
+    longer = _folder(tmp_path / "e", runs["records"])
+    body = json.loads((Path(longer) / "summary.json").read_text())
+    body["info"]["eval"]["max_new_tokens"] = 256
+    (Path(longer) / "summary.json").write_text(json.dumps(body))
+    with pytest.raises(HarnessError, match="eval settings differ: max_new_tokens is 48"):
+        gate(base, longer, out_dir=tmp_path / "g")
+
+
+@pytest.mark.slow
+def test_gate_two_model_folders(toy_tiny, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    model = str(toy_tiny.model_dir)
+    code = main(["gate", "--baseline-model", model, "--candidate-model", model,
+                 "--suites", "refusal", "--limit", "6", "--out", str(tmp_path)])  # fmt: skip
+    assert code == 0
+    result = json.loads((tmp_path / "gate.json").read_text())
+    assert (tmp_path / "candidate-records" / "refusal.jsonl").is_file()
+    assert all(m["diff"] == 0 for m in result["metrics"])
+    capsys.readouterr()
+    assert main(["gate", "--baseline-model", model, "--baseline", "x", "--candidate", "y"]) == 2
+    assert "exactly one of --baseline or --baseline-model" in capsys.readouterr().err
+    assert main(["gate", "--baseline-model", model, "--candidate", "x"]) == 2
+    assert "--baseline-model and --candidate-model go together" in capsys.readouterr().err

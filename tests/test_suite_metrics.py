@@ -128,6 +128,8 @@ def test_a_new_suite_folder_is_scored_gated_and_reported(toy_tiny, tmp_path: Pat
     names = set(summary_names(load_suite("capitals", dirs), "english"))
     assert set(result.summary) <= names  # the up-front check knows every name it produces
     assert {"capitals/hit_rate", "capitals/north/hit_rate"} <= set(result.summary)
+    rec = result.records["capitals"][0]
+    assert rec["generation"]["max_gen_toks"] == 4 and len(rec["item_hash"]) == 16
 
     g = gate(str(outs[0]), str(outs[1]), suite_dirs=dirs, out_dir=tmp_path / "gate")
     by_name = {m.metric: m for m in g.metrics}
