@@ -318,14 +318,13 @@ def task_configs(
             kwargs["data_files"] = {c.get("test_split", "test"): str(data_path)}
             c["dataset_kwargs"] = kwargs
             c["dataset_path"] = c.get("dataset_path", "json")
-            if value is not None or suite.interleave_by:
-                c["process_docs"] = functools.partial(
-                    select_docs,
-                    then=cfg.get("process_docs"),
-                    field=suite.split_by,
-                    value=value,
-                    interleave=suite.interleave_by,
-                )
+            c["process_docs"] = functools.partial(
+                select_docs,
+                then=cfg.get("process_docs"),
+                field=suite.split_by,
+                value=value,
+                interleave=suite.interleave_by,
+            )
             if c["output_type"] == "generate_until":
                 gen = dict(c.get("generation_kwargs") or {})
                 gen["max_gen_toks"] = max_new_tokens
@@ -339,24 +338,35 @@ def task_configs(
     return out
 
 
-def select_docs(dataset, *, then=None, field=None, value=None, interleave=None):
+def select_docs(dataset, *, then=None, field=None, value=None, interleave=None, seed=0):
     """process_docs wrapper: the suite's own hook, then keep rows with `field == value`, then
-    order rows round-robin by `interleave` so lm-eval's `limit` (the first N docs) sees every
-    label (e.g. harmful and benign refusal prompts) instead of only the first one in the file."""
+    put the rows in a seeded stratified order, so lm-eval's `limit` (the first N docs) is a
+    stratified sample instead of the first N lines of a file sorted by category.
+
+    Strata are the values of the suite's `interleave_by` field path (e.g. `label`,
+    `specs.type`) together with a `category` field when rows have one. Each stratum's rows
+    are shuffled by a seeded hash of their id and spread evenly over the order (row k of a
+    stratum of m sits at (k + 0.5) / m), so every prefix holds each stratum in proportion.
+    The seed is fixed: every run, base or candidate, sees the same items."""
     if then is not None:
         dataset = then(dataset)
-    idx = list(range(len(dataset)))
-    if field:
-        column = list(dataset[field])
-        idx = [i for i in idx if column[i] == value]
-    if interleave:
-        labels = list(dataset[interleave])
-        buckets: dict[Any, list[int]] = {}
-        for i in idx:
-            buckets.setdefault(labels[i], []).append(i)
-        queues = list(buckets.values())
-        idx = [q[k] for k in range(max(map(len, queues), default=0)) for q in queues if k < len(q)]
-    return dataset.select(idx)
+    rows = dataset.to_list()
+    idx = [i for i, r in enumerate(rows) if not field or r.get(field) == value]
+    strata: dict[tuple, list[int]] = {}
+    for i in idx:
+        doc = {"doc": rows[i]}
+        key = tuple(map(str, field_values(doc, interleave))) if interleave else ()
+        key += tuple(map(str, field_values(doc, "category")))
+        strata.setdefault(key, []).append(i)
+
+    def shuffled(i: int) -> str:
+        return hashlib.sha256(f"{seed}:{rows[i].get('id', i)}".encode()).hexdigest()
+
+    order = []
+    for members in strata.values():
+        members.sort(key=shuffled)
+        order += [((k + 0.5) / len(members), shuffled(i), i) for k, i in enumerate(members)]
+    return dataset.select([i for _, _, i in sorted(order)])
 
 
 def suite_hash(suite: Suite, data_path: Path, settings: dict[str, Any]) -> str:
