@@ -784,6 +784,9 @@ def study_blocks(study: Study) -> list[Block]:
     blocks.append(Heading("Forgetting per task vs the base model"))
     blocks += _forgetting_blocks(study, best)
 
+    blocks.append(Heading("What these suites can detect"))
+    blocks += _detectable_blocks(study, best)
+
     # loss curves
     blocks.append(Heading("Training loss"))
     client = client_for(study.tracking_uri)
@@ -842,6 +845,47 @@ def _forgetting_blocks(study: Study, best: list[Trial]) -> list[Block]:
         return [Para("No forgetting results from completed trials yet.")]
     headers = ["trial", "task", "n", "base acc", "acc", "delta", "95% paired CI", "p (McNemar)"]
     return [Table(headers, rows), *plots]
+
+
+def _detectable_blocks(study: Study, best: list[Trial]) -> list[Block]:
+    """Per gated metric of the best trial: its n and the smallest paired change it detects
+    with 80% power (one-sided 5%), so a reader knows which differences are noise at this size.
+    The disagreement is the observed one against the base where records carry base scores,
+    else 2p(1 - p) (two models erring independently at rate p: the pessimistic case)."""
+    from harness.stats import min_detectable_effect
+    from harness.suites import discover_suites, load_suites, matches, metric_name
+
+    done = [t for t in best or study.trials if t.state == "COMPLETE" and t.run_id]
+    if not done:
+        return [Para("No completed trial yet.")]
+    records = load_records(client_for(study.tracking_uri), done[0].run_id)
+    known = discover_suites(study.suite_dirs)
+    rows = []
+    for suite in load_suites([s for s in sorted(records) if s in known], study.suite_dirs):
+        for m in (m for m in suite.metrics if m.gate and m.by is None):
+            group = [r for r in records[suite.name] if matches(r, m.where)]
+            scores = [r.get("scores", {}).get(m.score, r.get("score")) for r in group]
+            pairs = [(s, r.get("base_score")) for s, r in zip(scores, group, strict=True)]
+            if not group or any(s is None for s in scores):
+                continue
+            p = sum(scores) / len(scores)
+            if all(b is not None for _, b in pairs):
+                k = sum(s != b for s, b in pairs)
+                psi, how = (k + 1) / (len(group) + 2), "observed vs base"
+            else:
+                psi, how = 2 * p * (1 - p), "2p(1-p)"
+            mde = min_detectable_effect(len(group), discordance=max(psi, 1.0 / len(group)))
+            name = metric_name(suite.name, m.name)
+            rows.append([name, len(group), fmt_num(p), how, fmt_num(mde), fmt_num(m.threshold)])
+    if not rows:
+        return [Para("No per-item records with gated metrics in the best trial.")]
+    headers = ["metric", "n", "value", "disagreement", "detectable change", "gate allows"]
+    note = Para(
+        f"From trial {_trial_label(done[0])}'s records: the smallest paired change each gated "
+        "metric detects with 80% power at its n. Differences between trials smaller than this "
+        "are not decided by these suites; more items (or replicates) are needed."
+    )
+    return [note, Table(headers, rows)]
 
 
 def _resolve_target(

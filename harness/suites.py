@@ -344,29 +344,33 @@ def select_docs(dataset, *, then=None, field=None, value=None, interleave=None, 
     stratified sample instead of the first N lines of a file sorted by category.
 
     Strata are the values of the suite's `interleave_by` field path (e.g. `label`,
-    `specs.type`) together with a `category` field when rows have one. Each stratum's rows
-    are shuffled by a seeded hash of their id and spread evenly over the order (row k of a
-    stratum of m sits at (k + 0.5) / m), so every prefix holds each stratum in proportion.
+    `specs.type`), and within each, a `category` field when rows have one. Each stratum's
+    rows are shuffled by a seeded hash of their id and spread evenly over the order (row k of
+    a stratum of m sits at (k + 0.5) / m), so every prefix holds each stratum in proportion.
     The seed is fixed: every run, base or candidate, sees the same items."""
     if then is not None:
         dataset = then(dataset)
     rows = dataset.to_list()
     idx = [i for i, r in enumerate(rows) if not field or r.get(field) == value]
-    strata: dict[tuple, list[int]] = {}
-    for i in idx:
-        doc = {"doc": rows[i]}
-        key = tuple(map(str, field_values(doc, interleave))) if interleave else ()
-        key += tuple(map(str, field_values(doc, "category")))
-        strata.setdefault(key, []).append(i)
 
     def shuffled(i: int) -> str:
         return hashlib.sha256(f"{seed}:{rows[i].get('id', i)}".encode()).hexdigest()
 
-    order = []
-    for members in strata.values():
-        members.sort(key=shuffled)
-        order += [((k + 0.5) / len(members), shuffled(i), i) for k, i in enumerate(members)]
-    return dataset.select([i for _, _, i in sorted(order)])
+    def spread(members: list[int], path: str | None, inner=None) -> list[int]:
+        """Group by `path`, order each group (by `inner`, else shuffled), spread evenly."""
+        groups: dict[tuple, list[int]] = {}
+        for i in members:
+            key = tuple(map(str, field_values({"doc": rows[i]}, path))) if path else ()
+            groups.setdefault(key, []).append(i)
+        placed = []
+        for group in groups.values():
+            ordered = inner(group) if inner else sorted(group, key=shuffled)
+            placed += [((k + 0.5) / len(ordered), shuffled(i), i) for k, i in enumerate(ordered)]
+        return [i for _, _, i in sorted(placed)]
+
+    by_category = functools.partial(spread, path="category")
+    order = spread(idx, interleave, by_category) if interleave else by_category(idx)
+    return dataset.select(order)
 
 
 def suite_hash(suite: Suite, data_path: Path, settings: dict[str, Any]) -> str:
