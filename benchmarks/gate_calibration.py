@@ -19,7 +19,10 @@ Scenarios per (n, allowed change m, churn):
 - drop = 0, pass: how often a harmless candidate is let through (the other side of power);
 - drop = 2m: clearly worse; the gate should call it a regression (power).
 
-    python benchmarks/gate_calibration.py [--sims 4000] [--seed 0]
+Then the same for several runs per side (replicates pooled by `stats.pooled_comparison`), with
+fewer studies per cell (each runs its own bootstrap).
+
+    python benchmarks/gate_calibration.py [--sims 4000] [--seed 0] [--pooled-studies 200]
 """
 
 from __future__ import annotations
@@ -93,10 +96,35 @@ def rates(
     }
 
 
+def pooled_rates(
+    n: int, margin: float, drop: float, *, runs: int = 3, seed_sd: float = 0.01, studies: int = 200,
+    seed: int = 0,
+) -> dict[str, float]:  # fmt: skip
+    """Rates for several runs per side (replicates), through `stats.pooled_comparison` and
+    `gate.verdict`. Each item is "known" (solved with probability 0.9) for 70% of items, else
+    solved with probability 0.15; every run (seed) shifts all its items' probabilities by
+    N(0, seed_sd); the candidate's probabilities are lower by `drop` on every item."""
+    from harness.gate import verdict
+    from harness.stats import pooled_comparison
+
+    rng = np.random.default_rng(seed)
+    counts = {PASS: 0, REGRESSION: 0}
+    for _ in range(studies):
+        q = np.where(rng.uniform(size=n) < 0.7, 0.9, 0.15)
+        sides = []
+        for shift in (0.0, drop):
+            p = q[None, :] - shift + rng.normal(0, seed_sd, size=(runs, 1))
+            sides.append((rng.uniform(size=(runs, n)) < np.clip(p, 0, 1)).astype(float))
+        v = verdict(pooled_comparison(sides[0], sides[1], n_resamples=1000, seed=1), margin, True)
+        counts[v] = counts.get(v, 0) + 1
+    return {k: c / studies for k, c in counts.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sims", type=int, default=4000, help="simulated studies per cell")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pooled-studies", type=int, default=200, help="per replicate cell")
     args = parser.parse_args()
     print(f"{'n':>5} {'allowed':>7} {'churn':>5} {'direction':>9}  "
           f"{'pass@drop=m':>11} {'regr@no change':>14} {'pass@no change':>14} {'regr@drop=2m':>12}")  # fmt: skip
@@ -118,6 +146,21 @@ def main() -> None:
                     )
     print(f"\nworst false pass (drop = allowed change): {worst_pass:.1%} (bound 5%)")
     print(f"worst false regression (no change): {worst_false:.1%} (bound 5%)")
+    print(
+        "\nseveral runs per side (3 + 3 replicates, seed sd 0.01, two-level bootstrap; "
+        f"{args.pooled_studies} studies per cell)"
+    )
+    print(
+        f"{'n':>5} {'allowed':>7}  {'pass@drop=m':>11} {'regr@no change':>14} {'regr@drop=2m':>12}"
+    )
+    for n in (210, 1000):
+        for margin in (0.02, 0.05):
+            kw = {"studies": args.pooled_studies, "seed": args.seed}
+            at_margin = pooled_rates(n, margin, margin, **kw)
+            null = pooled_rates(n, margin, 0.0, **kw)
+            double = pooled_rates(n, margin, 2 * margin, **kw)
+            print(f"{n:>5} {margin:>7.2f}  {at_margin[PASS]:>11.1%} {null[REGRESSION]:>14.1%} "
+                  f"{double[REGRESSION]:>12.1%}")  # fmt: skip
 
 
 if __name__ == "__main__":
