@@ -135,6 +135,8 @@ class GateResult:
                 continue
             c = m.comparison
             extra = f"; ~{m.items_needed} items needed" if m.items_needed else ""
+            if m.verdict == INCONCLUSIVE and m.items_needed is None:
+                extra = "; no number of items settles it (the change sits on the allowed one)"
             lines.append(
                 f"  {m.verdict:<12} {m.metric}: {fmt_num(c.mean_a)} -> {fmt_num(c.mean_b)} "
                 f"(diff {fmt_num(c.diff)} [{fmt_num(c.ci_low)}, {fmt_num(c.ci_high)}], n={c.n}{extra})"

@@ -60,3 +60,12 @@ def test_the_simulation_measures_the_public_verdict() -> None:
             b = [1] * x + [0] * y + [1] * (n - x - y)
             assert verdict(paired_comparison(a, b), margin, higher) == fast[i]
         assert len(set(fast)) >= 2  # the check covered more than one kind of verdict
+
+
+def test_no_disagreement_passes_only_with_enough_items() -> None:
+    """Identical runs: the interval keeps a width of ~z^2/n, so a 2-point allowed change passes
+    only from ~190 items on (the old bootstrap's [0, 0] passed at n = 1)."""
+    assert verdict(paired_comparison([1], [1]), 0.02, True) == "inconclusive"
+    assert verdict(paired_comparison([1, 0] * 50, [1, 0] * 50), 0.02, True) == "inconclusive"
+    assert verdict(paired_comparison([1, 0] * 100, [1, 0] * 100), 0.02, True) == "pass"
+    assert verdict(paired_comparison([0, 1] * 100, [0, 1] * 100), 0.02, False) == "pass"
