@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import functools
 import html
 import io
 import json
@@ -241,7 +242,7 @@ class Study:
     picked: str | None = None  # the study's own choice (tag harness.best_trials)
     suite_dirs: list[str] = field(default_factory=list)  # extra suite folders (eval.suite_dirs)
 
-    @property
+    @functools.cached_property
     def key_metrics(self) -> list[str]:
         """Headline metrics declared by the suites (`suites.key_metrics`) this study logged."""
         from harness.suites import discover_suites, key_metrics, load_suites
