@@ -489,7 +489,10 @@ def gate(
     Each side is one or more MLflow run ids or `harness eval` output folders (replicates:
     same items, different seeds); several runs per side are pooled by averaging each item's
     score over the side's runs, with a two-level bootstrap interval (`stats.pooled_comparison`).
-    Metrics, directions and default allowed changes come from each suite's suite.yaml
+    Items pair on (suite, task, id) and must agree in content (`item_hash`: prompt, target,
+    choices, generation settings; records written before hashes existed are not checked),
+    and the logged eval settings must agree. Metrics, directions and default allowed changes
+    come from each suite's suite.yaml
     (`suite_dirs`: extra folders holding suites); `thresholds` maps a metric (or a whole
     suite) to its allowed change in the bad direction; naming a per-group metric gates it too.
     """
