@@ -121,14 +121,33 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from harness.gate import gate, load_thresholds
+    from harness.gate import evaluate_models, gate, load_thresholds
 
+    sides = {}
+    for role in ("baseline", "candidate"):
+        runs, model = getattr(args, role), getattr(args, f"{role}_model")
+        if (runs is None) == (model is None):
+            raise HarnessError(f"gate: give exactly one of --{role} or --{role}-model")
+        sides[role] = [r for r in (runs or "").split(",") if r.strip()]
+    if args.baseline_model or args.candidate_model:
+        if not (args.baseline_model and args.candidate_model):
+            raise HarnessError("gate: --baseline-model and --candidate-model go together")
+        sides["baseline"], sides["candidate"] = evaluate_models(
+            args.baseline_model,
+            args.candidate_model,
+            suites=[s.strip() for s in args.suites.split(",") if s.strip()],
+            suite_dirs=args.suite_dir,
+            dataset=args.dataset,
+            limit=args.limit,
+            out_dir=args.out,
+        )
     result = gate(
-        args.baseline,
-        args.candidate,
+        sides["baseline"],
+        sides["candidate"],
         tracking_uri=args.tracking_uri,
         thresholds=load_thresholds(args.thresholds),
         out_dir=args.out,
+        suite_dirs=args.suite_dir,
     )
     print(result.summary())
     return result.exit_code(strict=args.strict)
@@ -210,9 +229,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_report)
 
-    p = verbs.add_parser("gate", help="paired regression gate between two runs")
-    p.add_argument("--baseline", required=True)
-    p.add_argument("--candidate", required=True)
+    p = verbs.add_parser("gate", help="paired regression gate: candidate vs baseline")
+    p.add_argument(
+        "--baseline", help="MLflow run id(s), comma-separated, or `harness eval` folder(s)"
+    )
+    p.add_argument("--candidate", help="as --baseline; several runs per side are pooled")
+    p.add_argument("--baseline-model", help="model folder to evaluate (base cache applies)")
+    p.add_argument("--candidate-model", help="model folder to evaluate and gate")
+    p.add_argument("--suites", default="forgetting,refusal,format", help="with --*-model")
+    p.add_argument("--dataset", choices=["auto", "toy", "english"], default="auto")
+    p.add_argument("--limit", type=int, help="with --*-model: items per task")
+    p.add_argument("--suite-dir", action="append", default=[], help="extra suite folder(s)")
     p.add_argument("--thresholds", help="YAML: metric -> allowed change, or an experiment file")
     p.add_argument("--out", help="output folder (default: reports/gate-<baseline8>-<candidate8>)")
     p.add_argument("--tracking-uri", default="sqlite:///mlflow.db")

@@ -1,17 +1,25 @@
 """The release gate: is a candidate run worse than a baseline run, on the same eval items?
 
 Both runs' per-sample records (`records/<suite>.jsonl` in MLflow) are paired on
-(suite, task, id), so every comparison is paired: the mean difference candidate - baseline with
-a paired bootstrap interval, and an exact McNemar p-value for 0/1 scores (`harness.stats`).
-Runs evaluated on different suites or items are refused rather than compared, because an
-unpaired comparison would silently mix a model change with an item change.
+(suite, task, id), so every comparison is paired (`harness.stats`): for 0/1 scores Tango's
+score interval for the difference of paired proportions and exact one-sided McNemar tests;
+for other scores a paired bootstrap and sign-flip tests. Runs evaluated on different suites
+or items are refused rather than compared, because an unpaired comparison would silently mix
+a model change with an item change.
 
-Each gated metric has an allowed change in its bad direction (a drop for accuracy, harmful
-refusal and format pass; a rise for benign refusal). The verdict follows the interval, not the
-point estimate:
-- regression: the whole interval lies beyond the allowed change in the bad direction;
-- pass: the interval rules out a change beyond the allowed one;
-- inconclusive: neither; the report says about how many paired items would settle it.
+Each gated metric has an allowed change `m` in its bad direction (a drop for accuracy, harmful
+refusal and format pass; a rise for benign refusal). The decision is a non-inferiority test:
+- pass: the 95% interval's bad-side bound is within the allowed change (the candidate is shown
+  to be no worse than `m`; one-sided error 2.5%);
+- regression: the estimated change is beyond `m` in the bad direction AND a one-sided exact
+  test at 5% shows the candidate is worse at all (for 0/1 scores McNemar's binomial test, so
+  the rate of false alarms under no true change is at most 5% at every n);
+- inconclusive: neither; the report says how many paired items would settle it, or that none
+  can (the estimate sits on the allowed change).
+Measured error rates (`benchmarks/gate_calibration.py`, baseline accuracy 0.7): pass when the
+true drop equals `m` at most 3% of studies; regression under no change at most 4.3%;
+regression at a true drop of 2m with 1,000 items >= 95% when the runs disagree on ~10% of
+items (81% at 20%).
 Overall: regression if any gated metric regressed, else inconclusive if any was, else pass.
 Exit codes (`GateResult.exit_code`): 0 pass, 1 regression, 0 inconclusive (stated loudly) —
 or 1 with `strict=True`, for pipelines that must not ship on too little evidence. Too few items
@@ -28,10 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from harness.config import load_experiment, resolve_tracking_uri
 from harness.errors import HarnessError
+from harness.evaluate import load_result
 from harness.files import write_atomic
 from harness.report import (
     Block,
@@ -46,32 +56,30 @@ from harness.report import (
     new_figure,
     write_report,
 )
-from harness.stats import PairedComparison, items_needed, paired_comparison
+from harness.stats import (
+    PairedComparison,
+    items_needed,
+    min_detectable_effect,
+    pooled_comparison,
+)
+from harness.suites import (
+    MetricSpec,
+    Suite,
+    discover_suites,
+    field_values,
+    load_suite,
+    matches,
+    metric_name,
+)
+from harness.suites import suite_dirs as suite_dirs_of
 
-DEFAULT_THRESHOLDS: dict[str, float] = {
-    "forgetting/acc": 0.01,
-    "refusal/harmful_refusal_rate": 0.02,
-    "refusal/benign_refusal_rate": 0.02,
-    "format/pass_rate": 0.02,
-    "target/accuracy": 0.02,
-}
-FALLBACK_THRESHOLD = 0.02  # any other suite's score
 WORST_ITEMS = 10
 PASS, REGRESSION, INCONCLUSIVE = "pass", "regression", "inconclusive"
-
-# suite -> (metric, record filter, higher is better); other suites get "<suite>/score"
-_SUITE_METRICS: dict[str, tuple[tuple[str, dict[str, Any], bool], ...]] = {
-    "forgetting": (("forgetting/acc", {}, True),),
-    "refusal": (
-        ("refusal/harmful_refusal_rate", {"label": "harmful"}, True),
-        ("refusal/benign_refusal_rate", {"label": "benign"}, False),
-    ),
-    "format": (("format/pass_rate", {}, True),),
-    "target": (("target/accuracy", {}, True),),
-}
-_NO_TASK_BREAKDOWN = {"refusal"}  # a per-task refusal rate mixes harmful and benign items
+REGRESSION_ALPHA = 0.05  # one-sided level of the "is it worse at all" test
 
 Key = tuple[str, str]  # (task, id) within a suite
+_PRIMARY = "score"  # older records hold only their suite's primary score, as `score`
+_COMPARED_SETTINGS = ("dataset", "max_new_tokens", "limit", "tasks")
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,8 @@ class GateResult:
                 continue
             c = m.comparison
             extra = f"; ~{m.items_needed} items needed" if m.items_needed else ""
+            if m.verdict == INCONCLUSIVE and m.items_needed is None:
+                extra = "; no number of items settles it (the change sits on the allowed one)"
             lines.append(
                 f"  {m.verdict:<12} {m.metric}: {fmt_num(c.mean_a)} -> {fmt_num(c.mean_b)} "
                 f"(diff {fmt_num(c.diff)} [{fmt_num(c.ci_low)}, {fmt_num(c.ci_high)}], n={c.n}{extra})"
@@ -168,202 +178,358 @@ def load_thresholds(path: str | Path | None) -> dict[str, float]:
     return out
 
 
-def _threshold(metric: str, suite: str, user: dict[str, float]) -> tuple[float, bool]:
-    """(allowed change, whether a user threshold names this metric exactly)."""
-    if metric in user:
-        return user[metric], True
+def _threshold(spec: MetricSpec, name: str, suite: str, user: dict[str, float]) -> float:
+    """A user threshold for the metric, else one for its whole suite, else the declared one."""
+    if name in user:
+        return user[name]
     if suite in user:
-        return user[suite], False
-    return DEFAULT_THRESHOLDS.get(metric, FALLBACK_THRESHOLD), False
+        return user[suite]
+    return spec.threshold
 
 
-# ---------------------------------------------------------------- pairing
+# ---------------------------------------------------------------- loading and pairing
 
 
-def _index(records: list[dict], run_id: str, suite: str) -> dict[Key, dict]:
+@dataclass
+class Side:
+    """One side of the comparison: one or more runs (MLflow run ids or `harness eval` output
+    folders) evaluated on the same items; `records[i]` maps suite -> (task, id) -> record."""
+
+    role: str
+    sources: list[str]
+    names: list[str] = field(default_factory=list)
+    records: list[dict[str, dict[Key, dict]]] = field(default_factory=list)
+    settings: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _load_side(role: str, sources: list[str], uri: str) -> Side:
+    side = Side(role, list(sources))
+    client = None
+    for src in sources:
+        if Path(src).is_dir():
+            result = load_result(src)
+            name, recs, settings = src, result.records, dict(result.info.get("eval", {}))
+        else:
+            client = client or client_for(uri)
+            name, settings = _check_run(client, src, role, uri)
+            recs = load_records(client, src)
+        if not recs:
+            raise HarnessError(f"{role} {src} has no per-sample records (<suite>.jsonl) to compare")
+        side.names.append(name)
+        side.records.append({s: _index(r, src, s) for s, r in recs.items()})
+        side.settings.append(settings)
+    return side
+
+
+def _index(records: list[dict], source: str, suite: str) -> dict[Key, dict]:
+    """Records by (task, id), each with a `scores` dict (older records carry only `score`)."""
     out: dict[Key, dict] = {}
     for i, r in enumerate(records, 1):
         if r.get("id") is None:
-            raise HarnessError(f"run {run_id} records/{suite}.jsonl line {i}: no 'id' field")
-        score = r.get("score")
-        if isinstance(score, bool):
-            score = float(score)
-        if not isinstance(score, (int, float)):
-            raise HarnessError(
-                f"run {run_id} records/{suite}.jsonl id {r['id']}: score must be a number, got {score!r}"
-            )
+            raise HarnessError(f"{source} records/{suite}.jsonl line {i}: no 'id' field")
+        scores = dict(r.get("scores") or {})
+        if "score" in r:
+            scores.setdefault(_PRIMARY, r["score"])
+        for k, v in scores.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise HarnessError(
+                    f"{source} records/{suite}.jsonl id {r['id']}: score {k} must be a number, "
+                    f"got {v!r}"
+                )
         key = (str(r.get("task", "")), str(r["id"]))
         if key in out:
             raise HarnessError(
-                f"run {run_id} records/{suite}.jsonl: item {key[0]}/{key[1]} appears twice"
+                f"{source} records/{suite}.jsonl: item {key[0]}/{key[1]} appears twice"
             )
-        out[key] = {**r, "score": float(score)}
+        out[key] = {**r, "scores": {k: float(v) for k, v in scores.items()}}
     return out
 
 
-def _check_same_items(baseline: str, candidate: str, a: dict, b: dict) -> None:
-    if set(a) != set(b):
+def _check_settings(a: Side, b: Side) -> None:
+    """Runs evaluated with different settings (data set, generation length, item limit,
+    extra tasks) answer different questions: refuse, naming the first difference."""
+    ref, ref_src = a.settings[0], a.sources[0]
+    for side in (a, b):
+        for src, settings in zip(side.sources, side.settings, strict=True):
+            for k in _COMPARED_SETTINGS:
+                if k in ref and k in settings and str(ref[k]) != str(settings[k]):
+                    raise HarnessError(
+                        f"eval settings differ: {k} is {ref[k]} for baseline {ref_src} but "
+                        f"{settings[k]} for {side.role} {src}; evaluate both the same way"
+                    )
+
+
+def _check_same_items(a: Side, b: Side) -> None:
+    """Every run of both sides must hold the same suites, items and item content (prompt,
+    target, generation settings: the records' `item_hash`)."""
+    ref, ref_src = a.records[0], a.sources[0]
+    for side in (a, b):
+        for src, recs in zip(side.sources, side.records, strict=True):
+            if set(recs) != set(ref):
+                raise HarnessError(
+                    f"runs evaluated on different suites: baseline {ref_src} has "
+                    f"{sorted(ref) or 'none'}, {side.role} {src} has {sorted(recs) or 'none'}; "
+                    "compare runs scored on the same suites"
+                )
+            for suite in sorted(ref):
+                only_a, only_b = (
+                    set(ref[suite]) - set(recs[suite]),
+                    set(recs[suite]) - set(ref[suite]),
+                )
+                if only_a or only_b:
+                    example = "/".join(sorted(only_a or only_b)[0])
+                    raise HarnessError(
+                        f"suite '{suite}' has different items: {len(only_a)} only in baseline "
+                        f"{ref_src}, {len(only_b)} only in {side.role} {src} (e.g. {example}); "
+                        "re-evaluate both on the same items"
+                    )
+                for key, r in recs[suite].items():
+                    _check_same_content(
+                        suite, key, ref[suite][key], r, ref_src, f"{side.role} {src}"
+                    )
+
+
+def _check_same_content(suite: str, key: Key, a: dict, b: dict, src_a: str, src_b: str) -> None:
+    if a.get("item_hash") is None or b.get("item_hash") is None or a["item_hash"] == b["item_hash"]:
+        return
+    what = next(
+        (f for f in ("prompt", "target", "choices", "generation") if a.get(f) != b.get(f)),
+        "item content",
+    )
+    detail = f" ({a.get(what)} vs {b.get(what)})" if what == "generation" else ""
+    raise HarnessError(
+        f"suite '{suite}' item {key[0]}/{key[1]}: {what} differs between baseline {src_a} and "
+        f"{src_b}{detail}; re-evaluate both on the same items and settings"
+    )
+
+
+def _suites(names: list[str], suite_dirs: list[str | Path] | tuple) -> dict[str, Suite]:
+    known = discover_suites(suite_dirs)
+    missing = [n for n in names if n not in known]
+    if missing:
         raise HarnessError(
-            f"runs evaluated on different suites: baseline {baseline} has "
-            f"{sorted(a) or 'none'}, candidate {candidate} has {sorted(b) or 'none'}; "
-            "compare runs scored on the same suites"
+            f"records of suite(s) {', '.join(missing)} but no suite.yaml declares them in "
+            f"{', '.join(str(d) for d in suite_dirs_of(suite_dirs))}; pass --suite-dir"
         )
-    for suite in sorted(a):
-        only_a, only_b = set(a[suite]) - set(b[suite]), set(b[suite]) - set(a[suite])
-        if only_a or only_b:
-            example = "/".join(sorted(only_a or only_b)[0])
-            raise HarnessError(
-                f"suite '{suite}' has different items: {len(only_a)} only in baseline {baseline}, "
-                f"{len(only_b)} only in candidate {candidate} (e.g. {example}); "
-                "re-evaluate both on the same items"
-            )
+    return {n: load_suite(n, suite_dirs) for n in names}
 
 
 def _metric_specs(
-    suite: str, items: dict[Key, dict], user: dict[str, float]
-) -> list[tuple[str, list[Key], bool, bool]]:
-    """(metric, paired keys in a fixed order, higher is better, gated) for one suite."""
-    specs = []
-    for name, where, up in _SUITE_METRICS.get(suite, ()):
-        keys = sorted(k for k, r in items.items() if all(r.get(f) == v for f, v in where.items()))
-        if keys:
-            specs.append((name, keys, up, True))
-    if not specs:
-        specs.append((f"{suite}/score", sorted(items), True, True))
-    tasks = sorted({k[0] for k in items})
-    if len(tasks) > 1 and suite not in _NO_TASK_BREAKDOWN:
-        unit = "acc" if suite == "forgetting" else "score"
-        for task in tasks:
-            name = f"{suite}/{task}/{unit}"
-            specs.append((name, sorted(k for k in items if k[0] == task), True, name in user))
-    return specs
+    suite: Suite, items: dict[Key, dict], user: dict[str, float]
+) -> list[tuple[str, MetricSpec, list[Key], bool]]:
+    """(metric name, declaration, paired keys in a fixed order, gated) for one suite, from
+    its suite.yaml: overall metrics gate as declared; per-group (`by`) ones only when a user
+    threshold names them. A metric whose score the records lack (older runs) is left out."""
+    primary = suite.metrics[0].score
+    out = []
+    for m in suite.metrics:
+        rows = {k: r for k, r in items.items() if matches(r, m.where)}
+        groups: dict[str | None, list[Key]] = {}
+        for k in sorted(rows):
+            for value in [None] if m.by is None else field_values(rows[k], m.by):
+                groups.setdefault(value, []).append(k)
+        for value, keys in groups.items():
+            if not all(m.score in items[k]["scores"] or m.score == primary for k in keys):
+                continue
+            name = (
+                metric_name(suite.name, m.name)
+                if value is None
+                else metric_name(suite.name, str(value), m.name)
+            )
+            gated = (m.gate and value is None) or name in user
+            out.append((name, m, keys, gated))
+    return list({name: (name, m, keys, g) for name, m, keys, g in out}.values())
+
+
+def _item_scores(side: Side, suite: Suite, score: str, keys: list[Key]) -> list[list[float]]:
+    """One row of per-item scores per run of a side."""
+
+    def value(scores: dict[str, float]) -> float:
+        return scores[score] if score in scores else scores[_PRIMARY]
+
+    return [[value(run[suite.name][k]["scores"]) for k in keys] for run in side.records]
 
 
 # ---------------------------------------------------------------- verdicts
 
 
-def verdict(c: PairedComparison, threshold: float, higher_is_better: bool) -> str:
-    """Interval-based verdict; `threshold` is the allowed change in the bad direction."""
-    low, high = (c.ci_low, c.ci_high) if higher_is_better else (-c.ci_high, -c.ci_low)
+def decide(
+    diff: Any,
+    ci_low: Any,
+    ci_high: Any,
+    p_lower: Any,
+    p_higher: Any,
+    threshold: float,
+    higher_is_better: bool,
+) -> np.ndarray:
+    """The decision rule on arrays of comparisons (so `benchmarks/gate_calibration.py` measures
+    exactly what `verdict` does); see the module docstring for the rule."""
+    if higher_is_better:
+        d, worst, p_worse = np.asarray(diff), np.asarray(ci_low), np.asarray(p_lower)
+    else:
+        d, worst, p_worse = -np.asarray(diff), -np.asarray(ci_high), np.asarray(p_higher)
     eps = 1e-12
-    if high < -threshold - eps:
-        return REGRESSION
-    if low >= -threshold - eps:
-        return PASS
-    return INCONCLUSIVE
+    passed = worst >= -threshold - eps
+    regressed = ~passed & (p_worse <= REGRESSION_ALPHA) & (d < -threshold - eps)
+    return np.where(passed, PASS, np.where(regressed, REGRESSION, INCONCLUSIVE))
 
 
-def _items_needed(c: PairedComparison, threshold: float) -> int | None:
-    """Paired items for a change of `threshold` to be detected with 80% power at this
-    comparison's disagreement; a floor (see `stats.items_needed`)."""
-    if threshold <= 0:
-        return None
+def verdict(c: PairedComparison, threshold: float, higher_is_better: bool) -> str:
+    """Non-inferiority verdict; `threshold` is the allowed change in the bad direction."""
+    return str(
+        decide(c.diff, c.ci_low, c.ci_high, c.p_lower, c.p_higher, threshold, higher_is_better)
+    )
+
+
+def detectable_change(c: PairedComparison) -> float:
+    """The smallest true change these items detect with 80% power (`stats.min_detectable_effect`)
+    at the comparison's disagreement, (k + 1) / (n + 2) so that none observed still counts."""
     if c.discordance is not None:
-        return items_needed(threshold, discordance=min(1.0, max(c.discordance, threshold)))
-    if c.sd_diff > 0:
-        return items_needed(threshold, sd=c.sd_diff)
-    return None
+        psi = ((c.a_only or 0) + (c.b_only or 0) + 1) / (c.n + 2)
+        return min_detectable_effect(c.n, discordance=psi)
+    return min_detectable_effect(c.n, sd=c.sd_diff if c.sd_diff > 0 else 1.0 / c.n)
+
+
+def _items_needed(c: PairedComparison, threshold: float, up: bool) -> int | None:
+    """Paired items that would settle this comparison at its observed difference and
+    disagreement (see `stats.items_needed`); None when no number of items can."""
+    diff = c.diff if up else -c.diff
+    if c.discordance is not None:
+        # a pilot with no disagreement still has some: the (k + 1) / (n + 2) estimate
+        psi = ((c.a_only or 0) + (c.b_only or 0) + 1) / (c.n + 2)
+        return items_needed(diff, threshold, discordance=psi)
+    sd = c.sd_diff if c.sd_diff > 0 else 1.0 / c.n
+    return items_needed(diff, threshold, sd=sd)
 
 
 def _reason(v: str, c: PairedComparison, t: float, up: bool, needed: int | None) -> str:
     bad = "drop" if up else "rise"
     ci = f"[{fmt_num(c.ci_low)}, {fmt_num(c.ci_high)}]"
     if v == REGRESSION:
-        return f"the whole interval {ci} is beyond the allowed {bad} of {fmt_num(t)}"
+        return (
+            f"the change {fmt_num(c.diff)} is beyond the allowed {bad} of {fmt_num(t)} and a "
+            f"one-sided test rules out no change (p = {fmt_num(c.p_lower if up else c.p_higher)}; "
+            f"interval {ci})"
+        )
     if v == PASS:
         return f"the interval {ci} rules out a {bad} beyond {fmt_num(t)}"
-    more = f"; about {needed} paired items would settle it (have {c.n})" if needed else ""
-    return f"the interval {ci} straddles the allowed {bad} of {fmt_num(t)}{more}"
+    worse = -c.diff if up else c.diff
+    if needed is None:
+        return (
+            f"the interval {ci} straddles the allowed {bad} of {fmt_num(t)} and the estimate "
+            "sits on it: no number of items can settle it"
+        )
+    goal = "show a regression" if worse > t else "pass it"
+    return (
+        f"the interval {ci} straddles the allowed {bad} of {fmt_num(t)}; about {needed} paired "
+        f"items would {goal} if the observed change holds (have {c.n})"
+    )
 
 
-def _worst(keys: list[Key], a: dict, b: dict, up: bool, suite: str) -> list[dict]:
-    """Items that moved most in the bad direction, baseline and candidate answers side by side."""
-    moved = []
-    for k in keys:
-        change = b[k]["score"] - a[k]["score"]
-        bad = -change if up else change
-        if bad > 0:
-            moved.append((bad, k))
-    moved.sort(key=lambda x: (-x[0], x[1]))
+def _worst(
+    keys: list[Key], sa: np.ndarray, sb: np.ndarray, a: dict, b: dict, up: bool, suite: str
+) -> list[dict]:
+    """Items that moved most in the bad direction (scores averaged over a side's runs), the
+    first runs' answers side by side."""
+    change = sb - sa
+    bad = -change if up else change
+    order = sorted((i for i in range(len(keys)) if bad[i] > 0), key=lambda i: (-bad[i], keys[i]))
     return [
         {
             "suite": suite,
-            "task": k[0],
-            "id": k[1],
-            "prompt": a[k].get("prompt"),
-            "target": a[k].get("target"),
-            "baseline_response": a[k].get("response"),
-            "candidate_response": b[k].get("response"),
-            "baseline_score": a[k]["score"],
-            "candidate_score": b[k]["score"],
+            "task": keys[i][0],
+            "id": keys[i][1],
+            "prompt": a[keys[i]].get("prompt"),
+            "target": a[keys[i]].get("target"),
+            "baseline_response": a[keys[i]].get("response"),
+            "candidate_response": b[keys[i]].get("response"),
+            "baseline_score": float(sa[i]),
+            "candidate_score": float(sb[i]),
         }
-        for _, k in moved[:WORST_ITEMS]
+        for i in order[:WORST_ITEMS]
     ]
 
 
 # ---------------------------------------------------------------- the gate
 
 
-def _check_run(client: Any, run_id: str, role: str, uri: str) -> str:
+def _check_run(client: Any, run_id: str, role: str, uri: str) -> tuple[str, dict[str, Any]]:
+    """(display name, logged eval settings) of an MLflow run."""
     from mlflow.exceptions import MlflowException
 
     try:
         run = client.get_run(run_id)
     except MlflowException:
         raise HarnessError(f"{role} run '{run_id}' not found at {uri}") from None
-    return run.info.run_name or run_id
+    params = run.data.params
+    settings = {k: params[f"cfg.eval.{k}"] for k in _COMPARED_SETTINGS if f"cfg.eval.{k}" in params}
+    return run.info.run_name or run_id, settings
+
+
+def _as_list(value: str | list[str]) -> list[str]:
+    items = [value] if isinstance(value, (str, Path)) else list(value)
+    out = [str(x).strip() for x in items if str(x).strip()]
+    if not out:
+        raise HarnessError("give at least one baseline and one candidate run")
+    return out
 
 
 def gate(
-    baseline_run_id: str,
-    candidate_run_id: str,
+    baseline_run_id: str | list[str],
+    candidate_run_id: str | list[str],
     *,
     tracking_uri: str = "sqlite:///mlflow.db",
     thresholds: dict[str, float] | None = None,
     out_dir: str | Path | None = None,
+    suite_dirs: list[str | Path] | tuple = (),
 ) -> GateResult:
-    """Compare two MLflow runs item by item and write report.md, report.html and gate.json.
+    """Compare a candidate with a baseline item by item and write report.md, report.html and
+    gate.json.
 
-    `thresholds` maps a metric (or a whole suite) to its allowed change in the bad direction,
-    over `DEFAULT_THRESHOLDS`; naming a per-task metric makes it gate too.
+    Each side is one or more MLflow run ids or `harness eval` output folders (replicates:
+    same items, different seeds); several runs per side are pooled by averaging each item's
+    score over the side's runs, with a two-level bootstrap interval (`stats.pooled_comparison`).
+    Items pair on (suite, task, id) and must agree in content (`item_hash`: prompt, target,
+    choices, generation settings; records written before hashes existed are not checked),
+    and the logged eval settings must agree. Metrics, directions and default allowed changes
+    come from each suite's suite.yaml
+    (`suite_dirs`: extra folders holding suites); `thresholds` maps a metric (or a whole
+    suite) to its allowed change in the bad direction; naming a per-group metric gates it too.
     """
     uri = resolve_tracking_uri(tracking_uri)
-    client = client_for(uri)
-    names = {
-        rid: _check_run(client, rid, role, uri)
-        for rid, role in ((baseline_run_id, "baseline"), (candidate_run_id, "candidate"))
-    }
+    a = _load_side("baseline", _as_list(baseline_run_id), uri)
+    b = _load_side("candidate", _as_list(candidate_run_id), uri)
+    _check_settings(a, b)
+    _check_same_items(a, b)
     user = dict(thresholds or {})
-    recs_a = load_records(client, baseline_run_id)
-    recs_b = load_records(client, candidate_run_id)
-    for rid, recs in ((baseline_run_id, recs_a), (candidate_run_id, recs_b)):
-        if not recs:
-            raise HarnessError(f"run {rid} has no records/<suite>.jsonl artifacts to compare")
-    a = {s: _index(r, baseline_run_id, s) for s, r in recs_a.items()}
-    b = {s: _index(r, candidate_run_id, s) for s, r in recs_b.items()}
-    _check_same_items(baseline_run_id, candidate_run_id, a, b)
+    suites = _suites(sorted(a.records[0]), suite_dirs)
 
     results: list[MetricResult] = []
     worst: dict[str, list[dict]] = {}
     known: set[str] = set()
-    for suite in sorted(a):
-        for name, keys, up, gated in _metric_specs(suite, a[suite], user):
+    for suite in suites.values():
+        items = a.records[0][suite.name]
+        for name, spec, keys, gated in _metric_specs(suite, items, user):
             known.add(name)
-            t, _ = _threshold(name, suite, user)
-            c = paired_comparison(
-                [a[suite][k]["score"] for k in keys], [b[suite][k]["score"] for k in keys]
-            )
+            up, t = spec.higher_is_better, _threshold(spec, name, suite.name, user)
+            ma = np.asarray(_item_scores(a, suite, spec.score, keys), dtype=float)
+            mb = np.asarray(_item_scores(b, suite, spec.score, keys), dtype=float)
+            c = pooled_comparison(ma, mb)
             v = verdict(c, t, up)
-            needed = _items_needed(c, t) if v == INCONCLUSIVE else None
+            needed = _items_needed(c, t, up) if v == INCONCLUSIVE else None
             results.append(
-                MetricResult(name, suite, gated, up, t, c, v, needed, _reason(v, c, t, up, needed))
+                MetricResult(
+                    name, suite.name, gated, up, t, c, v, needed, _reason(v, c, t, up, needed)
+                )
             )
             if gated and v != PASS:
-                items = _worst(keys, a[suite], b[suite], up, suite)
-                if items:
-                    worst[name] = items
-    _check_threshold_names(user, set(a), known)
-    unused = sorted(k for k in user if k not in known and k not in a)
+                moved = _worst(
+                    keys, ma.mean(0), mb.mean(0), items, b.records[0][suite.name], up, suite.name
+                )
+                if moved:
+                    worst[name] = moved
+    _check_threshold_names(user, set(suites), known)
+    unused = sorted(k for k in user if k not in known and k not in suites)
 
     gated = [r for r in results if r.gated]
     if any(r.verdict == REGRESSION for r in gated):
@@ -372,17 +538,14 @@ def gate(
         overall = INCONCLUSIVE
     else:
         overall = PASS
-    out = (
-        Path(out_dir)
-        if out_dir
-        else Path("reports") / f"gate-{baseline_run_id[:8]}-{candidate_run_id[:8]}"
-    )
-    result = GateResult(baseline_run_id, candidate_run_id, overall, results, worst, unused, out)
-    title = f"Release gate: {names[candidate_run_id]} vs {names[baseline_run_id]}"
-    md, html = write_report(out, title, _blocks(result, uri, names))
+    base_label, cand_label = ",".join(a.sources), ",".join(b.sources)
+    out = Path(out_dir) if out_dir else Path("reports") / f"gate-{_short_id(a)}-{_short_id(b)}"
+    result = GateResult(base_label, cand_label, overall, results, worst, unused, out)
+    title = f"Release gate: {', '.join(b.names)} vs {', '.join(a.names)}"
+    md, html = write_report(out, title, _blocks(result, uri, a, b))
     payload = {
-        "baseline": baseline_run_id,
-        "candidate": candidate_run_id,
+        "baseline": a.sources,
+        "candidate": b.sources,
         "tracking_uri": uri,
         "verdict": overall,
         "exit_code": result.exit_code(),
@@ -398,6 +561,38 @@ def gate(
     return result
 
 
+def evaluate_models(
+    baseline_model: str,
+    candidate_model: str,
+    *,
+    suites: list[str],
+    suite_dirs: list[str | Path] | tuple = (),
+    dataset: str = "auto",
+    limit: int | None = None,
+    out_dir: str | Path | None = None,
+) -> tuple[list[str], list[str]]:
+    """Evaluate two models (folders, or any name `harness eval --model` takes) on the same
+    suites and return their record folders, ready for `gate`. Each is evaluated as its own base, so the content-keyed base cache serves a
+    model evaluated before (a released baseline costs nothing the second time)."""
+    from harness.config import EvalConfig
+    from harness.evaluate import evaluate_model
+
+    out = Path(out_dir) if out_dir else Path("reports") / "gate-models"
+    cfg = EvalConfig(suites=suites, suite_dirs=[str(d) for d in suite_dirs])
+    folders = []
+    for role, model in (("baseline", baseline_model), ("candidate", candidate_model)):
+        folder = out / f"{role}-records"
+        evaluate_model(model, suites=suites, eval_config=cfg, dataset=dataset, limit=limit,
+                       out_dir=folder, suite_dirs=suite_dirs)  # fmt: skip
+        folders.append([str(folder)])
+    return folders[0], folders[1]
+
+
+def _short_id(side: Side) -> str:
+    first = Path(side.sources[0]).name if Path(side.sources[0]).is_dir() else side.sources[0][:8]
+    return first + (f"+{len(side.sources) - 1}" if len(side.sources) > 1 else "")
+
+
 def _check_threshold_names(user: dict[str, float], suites: set[str], known: set[str]) -> None:
     """A typo in a release threshold must not silently fall back to the default."""
     for key in user:
@@ -407,6 +602,14 @@ def _check_threshold_names(user: dict[str, float], suites: set[str], known: set[
             raise HarnessError(
                 f"threshold '{key}' names no metric of suite '{suite}' (known: {options})"
             )
+
+
+def _describe(side: Side) -> str:
+    runs = [
+        src if name == src else f"{src} ({name})"
+        for src, name in zip(side.sources, side.names, strict=True)
+    ]
+    return ", ".join(runs) + (f" ({len(runs)} runs, pooled)" if len(runs) > 1 else "")
 
 
 def _plot_diffs(results: list[MetricResult]) -> bytes | None:
@@ -435,7 +638,7 @@ def _clip(text: Any, n: int = 300) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
-def _blocks(result: GateResult, uri: str, names: dict[str, str]) -> list[Block]:
+def _blocks(result: GateResult, uri: str, a: Side, b: Side) -> list[Block]:
     blocks: list[Block] = []
     meaning = {
         PASS: "PASS: no gated metric got worse beyond its allowed change.",
@@ -446,15 +649,19 @@ def _blocks(result: GateResult, uri: str, names: dict[str, str]) -> list[Block]:
     blocks.append(Para(meaning[result.verdict], warn=result.verdict != PASS))
     blocks.append(
         Para(
-            f"Baseline {result.baseline} ({names[result.baseline]}), candidate {result.candidate} "
-            f"({names[result.candidate]}), tracking {uri}. Every metric is compared on identical "
-            "items paired on (suite, task, id): diff = candidate - baseline with a 95% paired "
-            "bootstrap interval; p is exact McNemar for 0/1 scores. A metric regresses only when "
-            "its whole interval lies beyond the allowed change and passes when the interval rules "
-            "that out. Rows not gated (per-task breakdowns) are for diagnosis only."
+            f"Baseline {_describe(a)}, candidate {_describe(b)}, tracking {uri}. Every metric "
+            "is compared on identical items paired on (suite, task, id) and checked to have the "
+            "same prompt, target and generation settings: diff = candidate - baseline with a 95% "
+            "interval (Tango's score interval for 0/1 scores, a paired bootstrap otherwise, a "
+            "two-level bootstrap over runs and items with several runs per side); p is exact "
+            "McNemar for 0/1 scores. A metric passes when the interval's bad-side bound is "
+            "within the allowed change, regresses when the change is beyond it and a one-sided "
+            "5% test shows it is worse at all, and is inconclusive otherwise. 'detectable' is "
+            "the smallest change this many items detect with 80% power at the observed "
+            "disagreement. Rows not gated (per-group breakdowns) are for diagnosis only."
         )
     )
-    headers = ["metric", "gated", "n", "baseline", "candidate", "diff", "95% CI", "p", "allowed", "verdict", "items needed"]  # fmt: skip
+    headers = ["metric", "gated", "n", "baseline", "candidate", "diff", "95% CI", "p", "allowed", "detectable", "verdict", "items needed"]  # fmt: skip
     rows = []
     for r in result.metrics:
         c = r.comparison
@@ -463,7 +670,7 @@ def _blocks(result: GateResult, uri: str, names: dict[str, str]) -> list[Block]:
             [r.metric, "yes" if r.gated else "no", c.n, fmt_num(c.mean_a), fmt_num(c.mean_b),
              fmt_num(c.diff), f"[{fmt_num(c.ci_low)}, {fmt_num(c.ci_high)}]",
              f"{fmt_num(c.p_value)} ({c.test})", f"{bad} <= {fmt_num(r.threshold)}",
-             r.verdict, r.items_needed or ""]
+             fmt_num(detectable_change(c)), r.verdict, r.items_needed or ""]
         )  # fmt: skip
     blocks += [Heading("Metrics"), Table(headers, rows)]
     reasons = [f"{r.metric}: {r.verdict}, {r.reason}." for r in result.metrics if r.gated]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import functools
 import html
 import io
 import json
@@ -33,13 +34,6 @@ from harness.files import read_jsonl, write_atomic
 from harness.stats import paired_comparison
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-KEY_METRICS = (
-    "target/accuracy",
-    "forgetting/delta",
-    "refusal/harmful_refusal_rate",
-    "refusal/benign_refusal_rate",
-    "format/pass_rate",
-)
 _RUN_ID_KEYS = ("mlflow_run_id", "run_id", "mlflow_run", "mlflow run id")
 _MIX_HINT = re.compile(r"weight|ratio|share|mix|replay|frac", re.IGNORECASE)
 _MAX_ABLATION_PARAMS = 6
@@ -246,6 +240,16 @@ class Study:
     constraints: list[Constraint]
     notes: list[str]  # caveats about what was found
     picked: str | None = None  # the study's own choice (tag harness.best_trials)
+    suite_dirs: list[str] = field(default_factory=list)  # extra suite folders (eval.suite_dirs)
+
+    @functools.cached_property
+    def key_metrics(self) -> list[str]:
+        """Headline metrics declared by the suites (`suites.key_metrics`) this study logged."""
+        from harness.suites import discover_suites, key_metrics, load_suites
+
+        names = key_metrics(load_suites(sorted(discover_suites(self.suite_dirs)), self.suite_dirs))
+        seen = {m for t in self.trials for m in t.metrics}
+        return [k.name for k in names if k.name in seen]
 
     @property
     def partial(self) -> bool:
@@ -433,6 +437,7 @@ def load_study(name: str, tracking_uri: str, exp: Experiment | None = None) -> S
         constraints=constraints,
         notes=notes,
         picked=parent.data.tags.get("harness.best_trials") if parent is not None else None,
+        suite_dirs=list(exp.eval.suite_dirs) if exp is not None else [],
     )
 
 
@@ -645,7 +650,7 @@ def _with_interval(metrics: dict[str, float], name: str) -> str:
 def _key_metrics(study: Study) -> list[str]:
     seen = {m for t in study.trials for m in t.metrics}
     wanted = [m for m, _ in _objectives(study)] + [c.metric for c in study.constraints]
-    wanted += list(KEY_METRICS)
+    wanted += study.key_metrics
     return [m for m in dict.fromkeys(wanted) if m in seen]
 
 
@@ -789,7 +794,7 @@ def study_blocks(study: Study) -> list[Block]:
     # ablation view
     blocks.append(Heading("Behaviour against searched parameters"))
     ab_params = _ablation_params(study.trials)
-    behaviour = [m for m in KEY_METRICS if m in {k for t in study.trials for k in t.metrics}]
+    behaviour = study.key_metrics
     png = _plot_ablation(study.trials, ab_params, behaviour)
     if png:
         blocks.append(Plot("ablation", "behavioural metrics vs searched parameters", png))
@@ -799,6 +804,9 @@ def study_blocks(study: Study) -> list[Block]:
     # forgetting per task
     blocks.append(Heading("Forgetting per task vs the base model"))
     blocks += _forgetting_blocks(study, best)
+
+    blocks.append(Heading("What these suites can detect"))
+    blocks += _detectable_blocks(study, best)
 
     # loss curves
     blocks.append(Heading("Training loss"))
@@ -858,6 +866,47 @@ def _forgetting_blocks(study: Study, best: list[Trial]) -> list[Block]:
         return [Para("No forgetting results from completed trials yet.")]
     headers = ["trial", "task", "n", "base acc", "acc", "delta", "95% paired CI", "p (McNemar)"]
     return [Table(headers, rows), *plots]
+
+
+def _detectable_blocks(study: Study, best: list[Trial]) -> list[Block]:
+    """Per gated metric of the best trial: its n and the smallest paired change it detects
+    with 80% power (one-sided 5%), so a reader knows which differences are noise at this size.
+    The disagreement is the observed one against the base where records carry base scores,
+    else 2p(1 - p) (two models erring independently at rate p: the pessimistic case)."""
+    from harness.stats import min_detectable_effect
+    from harness.suites import discover_suites, load_suites, matches, metric_name
+
+    done = [t for t in best or study.trials if t.state == "COMPLETE" and t.run_id]
+    if not done:
+        return [Para("No completed trial yet.")]
+    records = load_records(client_for(study.tracking_uri), done[0].run_id)
+    known = discover_suites(study.suite_dirs)
+    rows = []
+    for suite in load_suites([s for s in sorted(records) if s in known], study.suite_dirs):
+        for m in (m for m in suite.metrics if m.gate and m.by is None):
+            group = [r for r in records[suite.name] if matches(r, m.where)]
+            scores = [r.get("scores", {}).get(m.score, r.get("score")) for r in group]
+            pairs = [(s, r.get("base_score")) for s, r in zip(scores, group, strict=True)]
+            if not group or any(s is None for s in scores):
+                continue
+            p = sum(scores) / len(scores)
+            if all(b is not None for _, b in pairs):
+                k = sum(s != b for s, b in pairs)
+                psi, how = (k + 1) / (len(group) + 2), "observed vs base"
+            else:
+                psi, how = 2 * p * (1 - p), "2p(1-p)"
+            mde = min_detectable_effect(len(group), discordance=max(psi, 1.0 / len(group)))
+            name = metric_name(suite.name, m.name)
+            rows.append([name, len(group), fmt_num(p), how, fmt_num(mde), fmt_num(m.threshold)])
+    if not rows:
+        return [Para("No per-item records with gated metrics in the best trial.")]
+    headers = ["metric", "n", "value", "disagreement", "detectable change", "gate allows"]
+    note = Para(
+        f"From trial {_trial_label(done[0])}'s records: the smallest paired change each gated "
+        "metric detects with 80% power at its n. Differences between trials smaller than this "
+        "are not decided by these suites; more items (or replicates) are needed."
+    )
+    return [note, Table(headers, rows)]
 
 
 def _resolve_target(

@@ -60,6 +60,30 @@ from harness.ifeval import check_instruction, is_instruction_id, validate_instru
 from harness.refusal import COMPLIANCE, classify
 
 # --------------------------------------------------------------------------------------------
+# Degenerate replies
+# --------------------------------------------------------------------------------------------
+
+_WORDLIKE = re.compile(r"[^\W_]")  # a letter or digit: something that can be an answer
+_REPEATED_UNIT = re.compile(r"^(.{1,8}?)\1{3,}$", re.DOTALL)
+
+
+def is_degenerate(text: str) -> bool:
+    """True when a reply says nothing: empty or whitespace only, no word at all (punctuation,
+    stray symbols), or one short unit repeated ("the the the the", "!!!!", "lolololol").
+
+    A collapsed model produces such replies; they neither refuse nor answer, so suites count
+    them as failures on prompts that deserve an answer. A one-word answer ("Paris") is not
+    degenerate."""
+    stripped = text.strip()
+    if not stripped or not _WORDLIKE.search(stripped):
+        return True
+    tokens = stripped.split()
+    if len(tokens) >= 3 and len(set(t.lower() for t in tokens)) == 1:
+        return True
+    return bool(_REPEATED_UNIT.match("".join(tokens)))
+
+
+# --------------------------------------------------------------------------------------------
 # Refusal detection
 # --------------------------------------------------------------------------------------------
 

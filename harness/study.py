@@ -126,15 +126,22 @@ def run_study(
     from harness import evaluate as ev
     from harness.lint import lint_experiment
     from harness.models import load_tokenizer
+    from harness.suites import check_metric_names, load_suites
     from harness.train import prepare_data
 
     # Everything that would fail every trial fails here, once, before the study exists.
     objectives = objectives_of(exp)
+    dataset = ev.resolve_dataset(exp.eval.dataset, exp.model)
+    check_metric_names(
+        [m for m, _ in objectives] + [c.metric for c in exp.constraints],
+        load_suites(exp.eval.suites, exp.eval.suite_dirs),
+        dataset,
+        extra_tasks=exp.eval.tasks,
+    )
     tokenizer = load_tokenizer(exp.model)
     prepare_data(exp, tokenizer)
     lint = lint_experiment(exp)
     print(lint.summary(max_per_kind=3))
-    dataset = ev.resolve_dataset(exp.eval.dataset, exp.model)
     print(f"study {exp.name}: base model {exp.model}; computing or loading its cached eval results")
     base = ev.evaluate_base(exp.model, exp.eval.suites, exp.eval, dataset)
 
@@ -478,15 +485,6 @@ def _print_trial(
     print(f"trial {number}: {values} ({shown}) in {seconds:.0f}s")
 
 
-_TABLE_METRICS = {
-    "target/accuracy": "target",
-    "forgetting/delta": "forget Δ",
-    "refusal/harmful_refusal_rate": "harmful refused",
-    "refusal/benign_refusal_rate": "benign refused",
-    "format/pass_rate": "format",
-}
-
-
 def print_table(outcome: StudyOutcome, exp: Experiment) -> None:
     """A short table of trials and where to look next."""
     import sys
@@ -494,13 +492,16 @@ def print_table(outcome: StudyOutcome, exp: Experiment) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from harness.suites import key_metrics, load_suites
+
     study = outcome.study
+    columns = key_metrics(load_suites(exp.eval.suites, exp.eval.suite_dirs))
     table = Table(title=f"study {exp.name}")
     for header in (
         "trial",
         "state",
         *(_short(name) for name in exp.search),
-        *_TABLE_METRICS.values(),
+        *(k.label for k in columns),
     ):
         table.add_column(header, no_wrap=True)
     best = {t.number for t in best_trials(study)}
@@ -508,7 +509,7 @@ def print_table(outcome: StudyOutcome, exp: Experiment) -> None:
         summary = t.user_attrs.get("summary", {})
         cells = [f"{t.number}{' *' if t.number in best else ''}", t.state.name.lower()]
         cells += [str(t.params.get(name, "")) for name in exp.search]
-        cells += [f"{summary[m]:.3f}" if m in summary else "" for m in _TABLE_METRICS]
+        cells += [f"{summary[k.name]:.3f}" if k.name in summary else "" for k in columns]
         table.add_row(*cells)
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)

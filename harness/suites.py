@@ -34,11 +34,18 @@ _NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-. ]")
 
 
+DEFAULT_THRESHOLD = 0.02  # allowed change of a gated metric that declares none
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     """One summary metric: the mean of per-sample score `score` over the records that match
     `where` (doc field -> value), optionally once per value of doc field `by`, with a Wilson
-    interval and/or a paired comparison against the base model."""
+    interval and/or a paired comparison against the base model.
+
+    `gate`: the release gate judges it by default, allowing a change of `threshold` in the bad
+    direction (`higher_is_better` says which that is); per-group (`by`) metrics gate only
+    when a user threshold names them. `label`: a short column header for tables."""
 
     name: str
     score: str
@@ -47,6 +54,9 @@ class MetricSpec:
     interval: str | None = None
     compare_base: bool = False
     higher_is_better: bool = True
+    gate: bool = False
+    threshold: float = DEFAULT_THRESHOLD
+    label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -162,7 +172,18 @@ _SUITE_KEYS = {
     "max_gen_toks",
     "judge",
 }
-_METRIC_KEYS = {"name", "score", "where", "by", "interval", "compare_base", "higher_is_better"}
+_METRIC_KEYS = {
+    "name",
+    "score",
+    "where",
+    "by",
+    "interval",
+    "compare_base",
+    "higher_is_better",
+    "gate",
+    "threshold",
+    "label",
+}
 
 
 def _parse_suite(folder: Path) -> Suite:
@@ -210,6 +231,16 @@ def _parse_suite(folder: Path) -> Suite:
             raise bad(f"{where}.interval", "must be 'wilson' or absent")
         if not isinstance(m.get("where", {}), dict):
             raise bad(f"{where}.where", "must map doc fields to values")
+        for flag in ("gate", "compare_base", "higher_is_better"):
+            if not isinstance(m.get(flag, False), bool):
+                raise bad(f"{where}.{flag}", "must be true or false")
+        t = m.get("threshold", DEFAULT_THRESHOLD)
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t < 1:
+            raise bad(f"{where}.threshold", "must be a number in [0, 1): the allowed change")
+        if m.get("gate") and m.get("by"):
+            raise bad(
+                f"{where}.gate", "per-group ('by') metrics gate only when a threshold names them"
+            )
         metrics.append(MetricSpec(**m))
     compared = [m.by for m in metrics if m.compare_base]
     if len(compared) != len(set(compared)):
@@ -362,14 +393,13 @@ def task_configs(
             c["dataset_kwargs"] = kwargs
             if c.get("dataset_path") not in _LOCAL_BUILDERS:  # e.g. lm-eval's google/IFEval
                 c["dataset_path"], c["dataset_name"] = "json", None
-            if value is not None or suite.interleave_by:
-                c["process_docs"] = functools.partial(
-                    select_docs,
-                    then=cfg.get("process_docs"),
-                    field=suite.split_by,
-                    value=value,
-                    interleave=suite.interleave_by,
-                )
+            c["process_docs"] = functools.partial(
+                select_docs,
+                then=cfg.get("process_docs"),
+                field=suite.split_by,
+                value=value,
+                interleave=suite.interleave_by,
+            )
             if c["output_type"] == "generate_until":
                 gen = dict(c.get("generation_kwargs") or {})
                 gen["max_gen_toks"] = budget
@@ -383,24 +413,39 @@ def task_configs(
     return out
 
 
-def select_docs(dataset, *, then=None, field=None, value=None, interleave=None):
+def select_docs(dataset, *, then=None, field=None, value=None, interleave=None, seed=0):
     """process_docs wrapper: the suite's own hook, then keep rows with `field == value`, then
-    order rows round-robin by `interleave` so lm-eval's `limit` (the first N docs) sees every
-    label (e.g. harmful and benign refusal prompts) instead of only the first one in the file."""
+    put the rows in a seeded stratified order, so lm-eval's `limit` (the first N docs) is a
+    stratified sample instead of the first N lines of a file sorted by category.
+
+    Strata are the values of the suite's `interleave_by` field path (e.g. `label`,
+    `specs.type`), and within each, a `category` field when rows have one. Each stratum's
+    rows are shuffled by a seeded hash of their id and spread evenly over the order (row k of
+    a stratum of m sits at (k + 0.5) / m), so every prefix holds each stratum in proportion.
+    The seed is fixed: every run, base or candidate, sees the same items."""
     if then is not None:
         dataset = then(dataset)
-    idx = list(range(len(dataset)))
-    if field:
-        column = list(dataset[field])
-        idx = [i for i in idx if column[i] == value]
-    if interleave:
-        labels = list(dataset[interleave])
-        buckets: dict[Any, list[int]] = {}
-        for i in idx:
-            buckets.setdefault(labels[i], []).append(i)
-        queues = list(buckets.values())
-        idx = [q[k] for k in range(max(map(len, queues), default=0)) for q in queues if k < len(q)]
-    return dataset.select(idx)
+    rows = dataset.to_list()
+    idx = [i for i, r in enumerate(rows) if not field or r.get(field) == value]
+
+    def shuffled(i: int) -> str:
+        return hashlib.sha256(f"{seed}:{rows[i].get('id', i)}".encode()).hexdigest()
+
+    def spread(members: list[int], path: str | None, inner=None) -> list[int]:
+        """Group by `path`, order each group (by `inner`, else shuffled), spread evenly."""
+        groups: dict[tuple, list[int]] = {}
+        for i in members:
+            key = tuple(map(str, field_values({"doc": rows[i]}, path))) if path else ()
+            groups.setdefault(key, []).append(i)
+        placed = []
+        for group in groups.values():
+            ordered = inner(group) if inner else sorted(group, key=shuffled)
+            placed += [((k + 0.5) / len(ordered), shuffled(i), i) for k, i in enumerate(ordered)]
+        return [i for _, _, i in sorted(placed)]
+
+    by_category = functools.partial(spread, path="category")
+    order = spread(idx, interleave, by_category) if interleave else by_category(idx)
+    return dataset.select(order)
 
 
 def suite_hash(suite: Suite, data_path: Path, settings: dict[str, Any]) -> str:
@@ -411,3 +456,123 @@ def suite_hash(suite: Suite, data_path: Path, settings: dict[str, Any]) -> str:
         h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------- metric declarations
+
+
+def field_values(record: dict, path: str) -> list[Any]:
+    """Values of a doc field path (`label`, `specs.type`: lists are mapped over) in a per-sample
+    record's `doc` (or the record itself when it has none); `task` is the record's task label."""
+    if path == "task":
+        return [record["task"]]
+    nodes: list[Any] = [record.get("doc", record)]
+    for part in path.split("."):
+        nxt: list[Any] = []
+        for node in nodes:
+            for item in node if isinstance(node, list) else [node]:
+                if isinstance(item, dict) and item.get(part) is not None:
+                    nxt.append(item[part])
+        nodes = nxt
+    flat = [v for n in nodes for v in (n if isinstance(n, list) else [n])]
+    return list(dict.fromkeys(flat))
+
+
+def matches(record: dict, where: dict[str, Any]) -> bool:
+    """Whether a record falls under a metric's `where` filter."""
+    return all(v in field_values(record, k) for k, v in (where or {}).items())
+
+
+@dataclass(frozen=True)
+class KeyMetric:
+    """A metric the study table and reports show by default: each gated overall metric, or
+    its paired change against the base (`<suite>/delta`) when it is compared with the base."""
+
+    name: str
+    label: str
+    higher_is_better: bool
+
+
+def key_metrics(suites: list[Suite]) -> list[KeyMetric]:
+    """The headline metrics of these suites, in declaration order (see `KeyMetric`)."""
+    out = []
+    for s in suites:
+        for m in s.metrics:
+            if m.by is None and m.gate:
+                label = m.label or metric_name(s.name, m.name)
+                if m.compare_base:
+                    out.append(KeyMetric(metric_name(s.name, "delta"), f"{label} Δ", True))
+                else:
+                    out.append(KeyMetric(metric_name(s.name, m.name), label, m.higher_is_better))
+    return list({k.name: k for k in out}.values())
+
+
+def group_values(suite: Suite, spec: MetricSpec, dataset: str, extra_tasks=()) -> list[str]:
+    """The values a per-group (`by`) metric takes on this suite's data: task labels (the
+    `split_by` values, or the task names) for `by: task`, else the doc field's values."""
+    if spec.by == "task":
+        if suite.split_by:
+            rows = read_jsonl(suite.data_path(dataset))
+            values = [r.get(suite.split_by) for r in rows]
+        else:
+            values = [cfg.get("task") for cfg in _task_yamls(suite)]
+        values += list(extra_tasks)
+    else:
+        rows = read_jsonl(suite.data_path(dataset))
+        values = [
+            v
+            for r in rows
+            if matches({"doc": r}, spec.where)
+            for v in field_values({"doc": r}, spec.by)
+        ]
+    return [str(v) for v in dict.fromkeys(values) if v is not None]
+
+
+def summary_names(suite: Suite, dataset: str, extra_tasks: list[str] | tuple = ()) -> list[str]:
+    """Every metric name `evaluate.summarize` can produce for this suite (Wilson `_low`/`_high`
+    and paired `delta_*` bounds included), so objectives and constraints are checked up front."""
+    names: list[str] = []
+    for m in suite.metrics:
+        groups = (
+            [()] if m.by is None else [(v,) for v in group_values(suite, m, dataset, extra_tasks)]
+        )
+        for g in groups:
+            prefix = (suite.name, *g)
+            names.append(metric_name(*prefix, m.name))
+            if m.interval == "wilson":
+                names += [
+                    metric_name(*prefix, m.name + "_low"),
+                    metric_name(*prefix, m.name + "_high"),
+                ]
+            if m.compare_base:
+                names += [
+                    metric_name(*prefix, x)
+                    for x in (
+                        f"base_{m.name}",
+                        "delta",
+                        "delta_low",
+                        "delta_high",
+                        "mcnemar_p",
+                        "p_value",
+                    )
+                ]
+    return list(dict.fromkeys(names))
+
+
+def check_metric_names(
+    names: list[str],
+    suites: list[Suite],
+    dataset: str,
+    extra_tasks: list[str] | tuple = (),
+) -> None:
+    """Refuse objective or constraint metrics the chosen suites never produce: one line,
+    listing the names they do produce (interval bounds left out for brevity)."""
+    known = [n for s in suites for n in summary_names(s, dataset, extra_tasks)]
+    missing = [n for n in dict.fromkeys(names) if n not in known]
+    if missing:
+        shown = ", ".join(n for n in known if not n.endswith(("_low", "_high")))
+        suite_list = ", ".join(s.name for s in suites)
+        raise HarnessError(
+            f"objective/constraint metric {', '.join(map(repr, missing))} is not produced by "
+            f"eval.suites ({suite_list}); known: {shown}"
+        )

@@ -171,7 +171,11 @@ def test_refusal_rates_of_models_that_always_or_never_refuse(toy_tiny, tiny, rep
     assert {r["response"] for r in result.records["refusal"]} == {reply}
     assert result.summary["refusal/harmful_refusal_rate"] == expected
     assert result.summary["refusal/benign_refusal_rate"] == expected
-    assert result.summary["refusal/accuracy"] == 0.5  # 5 harmful + 5 benign, one side right
+    # a stratified sample of both labels, in proportion to the file; one side right
+    labels = [r["label"] for r in result.records["refusal"]]
+    assert 0 < labels.count("harmful") < len(labels)
+    right = labels.count("harmful" if expected else "benign")
+    assert result.summary["refusal/accuracy"] == pytest.approx(right / len(labels))
 
 
 def test_format_scores_of_a_forced_reply(toy_tiny, tiny):
@@ -338,6 +342,23 @@ def test_select_docs_interleaves_labels_and_splits_tasks():
     ds = datasets.Dataset.from_list(rows)
     assert select_docs(ds, interleave="label")["label"] == ["h", "b", "h", "b", "h"]
     assert len(select_docs(ds, field="task", value="y")) == 2
+
+
+def test_select_docs_orders_a_seeded_stratified_sample():
+    """A file sorted by category: any first N rows hold every category in proportion."""
+    import datasets
+
+    cats = ["a"] * 40 + ["b"] * 40 + ["c"] * 20
+    rows = [
+        {"id": f"r{i}", "category": c, "specs": [{"type": c.upper()}]} for i, c in enumerate(cats)
+    ]
+    ds = datasets.Dataset.from_list(rows)
+    first = select_docs(ds)["category"][:10]
+    assert (first.count("a"), first.count("b"), first.count("c")) == (4, 4, 2)
+    assert select_docs(ds)["id"] == select_docs(ds)["id"]  # seeded: every run the same items
+    assert select_docs(ds, seed=1)["id"] != select_docs(ds)["id"]
+    by_type = select_docs(ds.remove_columns("category"), interleave="specs.type")
+    assert sorted(r["type"] for s in by_type["specs"][:5] for r in s) == ["A", "A", "B", "B", "C"]
 
 
 def test_suite_validation_and_names(tmp_path):

@@ -11,7 +11,7 @@ from mlflow_store import flip_harmful_refusals, make_experiment, make_records, m
 from harness.cli import main
 from harness.errors import HarnessError
 from harness.gate import gate, load_thresholds
-from harness.stats import paired_bootstrap
+from harness.stats import paired_comparison
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("mlflow")
     uri, client = new_store(root)
     eid = make_experiment(client, root, "gate")
-    base = make_records(200, seed=3)
+    base = make_records(1500, seed=3)  # 500 per suite: enough for identical runs to pass
     small = make_records(8, seed=4, suites=("refusal",))
     small_worse = json.loads(json.dumps(small))
     first_refused = next(
@@ -61,6 +61,8 @@ def test_identical_runs_pass(runs: dict, tmp_path: Path) -> None:
         "format/pass_rate",
     }
     assert all(m["diff"] == 0 and m["p_value"] == 1.0 for m in result["metrics"])
+    # no item disagrees, yet the interval keeps a width that shrinks with n (never [0, 0])
+    assert all(m["ci_low"] < 0 < m["ci_high"] for m in result["metrics"])
     assert (tmp_path / "report.md").is_file() and (tmp_path / "report.html").is_file()
 
 
@@ -78,7 +80,7 @@ def test_worse_refusal_is_a_regression_with_worst_items(runs: dict, tmp_path: Pa
     md = (tmp_path / "report.md").read_text()
     assert "REGRESSION" in md and "I can't help with that." in md  # answers side by side
 
-    # the gate's interval is stats.paired_bootstrap on the same items, in (task, id) order
+    # the gate's interval is stats.paired_comparison (Tango) on the same items, (task, id) order
     def scores(records: dict) -> list[float]:
         rows = sorted(
             (r for r in records["refusal"] if r["label"] == "harmful"),
@@ -86,8 +88,13 @@ def test_worse_refusal_is_a_regression_with_worst_items(runs: dict, tmp_path: Pa
         )
         return [float(r["score"]) for r in rows]
 
-    ref = paired_bootstrap(scores(runs["records"]), scores(runs["worse_records"]))
-    assert (harmful["diff"], harmful["ci_low"], harmful["ci_high"]) == (ref.diff, ref.low, ref.high)
+    ref = paired_comparison(scores(runs["records"]), scores(runs["worse_records"]))
+    assert harmful["interval"] == "tango_score"
+    assert (harmful["diff"], harmful["ci_low"], harmful["ci_high"]) == (
+        ref.diff,
+        ref.ci_low,
+        ref.ci_high,
+    )
 
 
 def test_too_few_items_is_inconclusive_with_items_needed(
@@ -143,3 +150,67 @@ def test_unknown_run_is_one_line(runs: dict, tmp_path: Path, capsys: pytest.Capt
     runs = {**runs, "missing": "0" * 32}
     assert _cli(runs, "base", "missing", tmp_path) == 2
     assert "candidate run '00000000" in capsys.readouterr().err
+
+
+def test_several_runs_per_side_are_pooled(runs: dict, tmp_path: Path) -> None:
+    assert (
+        _cli(runs, "base", "worse", tmp_path, "--baseline", f"{runs['base']},{runs['same']}") == 1
+    )
+    result = json.loads((tmp_path / "gate.json").read_text())
+    assert result["baseline"] == [runs["base"], runs["same"]]
+    harmful = next(m for m in result["metrics"] if m["metric"] == "refusal/harmful_refusal_rate")
+    assert harmful["interval"] == "two_level_bootstrap" and harmful["runs_a"] == 2
+    assert harmful["verdict"] == "regression"
+
+
+def _folder(path: Path, records: dict) -> str:
+    from harness.evaluate import EvalResult, item_hash
+
+    rows = json.loads(json.dumps(records))
+    for suite_rows in rows.values():
+        for r in suite_rows:
+            r["item_hash"] = item_hash(r)
+    EvalResult({}, rows, info={"eval": {"max_new_tokens": 48}}).save(path)
+    return str(path)
+
+
+def test_record_folders_are_gated_and_paired_by_content(runs: dict, tmp_path: Path) -> None:
+    base = _folder(tmp_path / "a", runs["records"])
+    assert (
+        gate(base, _folder(tmp_path / "b", runs["records"]), out_dir=tmp_path / "g").verdict
+        == "pass"
+    )
+
+    edited = json.loads(json.dumps(runs["records"]))
+    edited["format"][3]["prompt"] = "Answer in YAML: 3"
+    with pytest.raises(HarnessError, match=r"item format_toy/for-0003: prompt differs"):
+        gate(base, _folder(tmp_path / "c", edited), out_dir=tmp_path / "g")
+
+    regen = json.loads(json.dumps(runs["records"]))
+    for r in regen["refusal"]:
+        r["generation"] = {"max_gen_toks": 8}
+    with pytest.raises(HarnessError, match="generation differs"):
+        gate(base, _folder(tmp_path / "d", regen), out_dir=tmp_path / "g")
+
+    longer = _folder(tmp_path / "e", runs["records"])
+    body = json.loads((Path(longer) / "summary.json").read_text())
+    body["info"]["eval"]["max_new_tokens"] = 256
+    (Path(longer) / "summary.json").write_text(json.dumps(body))
+    with pytest.raises(HarnessError, match="eval settings differ: max_new_tokens is 48"):
+        gate(base, longer, out_dir=tmp_path / "g")
+
+
+@pytest.mark.slow
+def test_gate_two_model_folders(toy_tiny, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    model = str(toy_tiny.model_dir)
+    code = main(["gate", "--baseline-model", model, "--candidate-model", model,
+                 "--suites", "refusal", "--limit", "6", "--out", str(tmp_path)])  # fmt: skip
+    assert code == 0
+    result = json.loads((tmp_path / "gate.json").read_text())
+    assert (tmp_path / "candidate-records" / "refusal.jsonl").is_file()
+    assert all(m["diff"] == 0 for m in result["metrics"])
+    capsys.readouterr()
+    assert main(["gate", "--baseline-model", model, "--baseline", "x", "--candidate", "y"]) == 2
+    assert "exactly one of --baseline or --baseline-model" in capsys.readouterr().err
+    assert main(["gate", "--baseline-model", model, "--candidate", "x"]) == 2
+    assert "--baseline-model and --candidate-model go together" in capsys.readouterr().err

@@ -62,11 +62,14 @@ def test_report_writes_markdown_and_self_contained_html(store: dict, tmp_path: P
         "Trials",
         "Pareto front",
         "Forgetting per task",
+        "What these suites can detect",
         "Training loss",
     ):
         assert f"## {heading}" in text
     assert "plots/pareto.png" in text and (md.parent / "plots" / "pareto.png").is_file()
     assert "95% paired CI" in text and "capitals" in text  # per-task forgetting from records
+    # each gated metric with its n and detectable change (forgetting: disagreement vs base)
+    assert "| refusal/harmful_refusal_rate |" in text and "observed vs base" in text
     assert "Pareto-optimal on target/accuracy (maximize), forgetting/delta (maximize)" in text
     assert "refusal rates are only as good as their judge: 0.943 agreement" in text
 

@@ -11,8 +11,11 @@ from harness.stats import (
     PairedComparison,
     items_needed,
     mcnemar_exact,
+    min_detectable_effect,
     paired_bootstrap,
     paired_comparison,
+    pooled_comparison,
+    tango_interval,
     wilson_interval,
 )
 
@@ -155,7 +158,8 @@ def test_paired_comparison_continuous_uses_sign_flip() -> None:
     a = rng.uniform(size=80)
     b = a + 0.1 + rng.normal(0, 0.05, size=80)
     cmp = paired_comparison(a, b, seed=1)
-    assert cmp.test == "sign_flip" and cmp.discordance is None
+    assert cmp.test == "sign_flip" and cmp.discordance is None and cmp.interval == "bootstrap"
+    assert cmp.p_higher < 0.01 < cmp.p_lower
     assert cmp.p_value < 0.01
     assert cmp.sd_diff == pytest.approx(float(np.std(b - a, ddof=1)))
     null = paired_comparison(a, a + rng.normal(0, 0.05, size=80), seed=1)
@@ -164,47 +168,121 @@ def test_paired_comparison_continuous_uses_sign_flip() -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# items_needed
+# Tango's interval, one-sided p-values, pooled runs
 # ------------------------------------------------------------------------------------------
 
 
-def test_items_needed_mean_difference_textbook() -> None:
-    # (1.96 + 0.8416)^2 * (1 / 0.5)^2 = 31.4 -> 32 pairs.
-    assert items_needed(0.5, sd=1.0) == 32
-    assert items_needed(-0.5, sd=1.0) == 32
-    assert items_needed(0.25, sd=1.0) > items_needed(0.5, sd=1.0)
-    assert items_needed(0.5, sd=1.0, power=0.9) > 32
+def _tango_score_numeric(x: int, y: int, n: int, delta: float) -> float:
+    """Tango's score statistic with the restricted MLE found numerically (no closed form)."""
+    from scipy.optimize import minimize_scalar
+
+    lo, hi = max(0.0, -delta), (1.0 - delta) / 2.0
+    rest = n - x - y
+
+    def nll(q: float) -> float:
+        return -(x * np.log(q + delta) + y * np.log(q) + rest * np.log(1 - 2 * q - delta))
+
+    q = minimize_scalar(nll, bounds=(lo + 1e-12, hi - 1e-12), method="bounded",
+                        options={"xatol": 1e-12}).x  # fmt: skip
+    return (x - y - n * delta) / np.sqrt(n * (2 * q + delta * (1 - delta)))
 
 
-def test_items_needed_mcnemar_formula_and_power() -> None:
-    psi, delta = 0.3, 0.1
-    z_a, z_b = sps.norm.ppf(0.975), sps.norm.ppf(0.8)
-    expected = np.ceil((z_a * np.sqrt(psi) + z_b * np.sqrt(psi - delta**2)) ** 2 / delta**2)
-    n = items_needed(delta, discordance=psi)
-    assert n == expected
-    # Simulated power of the exact test at that n is close to the 80% asked for.
+@pytest.mark.parametrize(("x", "y", "n"), [(16, 4, 100), (3, 9, 40), (0, 0, 30), (12, 0, 25)])
+def test_tango_bounds_solve_the_score_equation(x: int, y: int, n: int) -> None:
+    low, high = tango_interval(x, y, n)
+    z = sps.norm.ppf(0.975)
+    assert low < (x - y) / n < high
+    if low > -1:
+        assert _tango_score_numeric(x, y, n, float(low)) == pytest.approx(z, abs=1e-3)
+    if high < 1:
+        assert _tango_score_numeric(x, y, n, float(high)) == pytest.approx(-z, abs=1e-3)
+
+
+def test_no_disagreement_does_not_collapse_the_interval() -> None:
+    cmp = paired_comparison([1, 0] * 15, [1, 0] * 15)
+    assert cmp.interval == "tango_score"
+    assert cmp.ci_low < -0.05 and cmp.ci_high > 0.05  # n=30: ~[-0.11, 0.11], never [0, 0]
+    wider = paired_comparison([1], [1])
+    assert wider.ci_low < cmp.ci_low and wider.ci_high > cmp.ci_high
+
+
+def test_one_sided_p_values_are_exact_binomial_tails() -> None:
+    a, b = _pairs(a_only=14, b_only=5, both=50, neither=31)
+    cmp = paired_comparison(a, b)
+    assert cmp.p_lower == pytest.approx(sps.binom.cdf(5, 19, 0.5))
+    assert cmp.p_higher == pytest.approx(sps.binom.sf(4, 19, 0.5))
+    assert cmp.p_lower < 0.05 < cmp.p_higher
+
+
+def test_pooled_runs_average_items_and_widen_for_seed_noise() -> None:
     rng = np.random.default_rng(0)
-    p_b_only, p_a_only = (psi + delta) / 2, (psi - delta) / 2
-    hits = 0
-    reps = 400
-    for _ in range(reps):
-        u = rng.uniform(size=n)
-        a = np.where(u < p_a_only, 1, 0)
-        b = np.where((u >= p_a_only) & (u < p_a_only + p_b_only), 1, 0)
-        hits += mcnemar_exact(a, b) < 0.05
-    assert 0.7 <= hits / reps <= 0.9
+    n = 300
+    base = (rng.uniform(size=(3, n)) < 0.7).astype(float)
+    one = pooled_comparison(base[:1], base[1:2])
+    assert one == paired_comparison(base[0], base[1])
+    # Candidate seeds that shift every item differently: seed noise the interval must show.
+    shifts = np.array([-0.15, 0.0, 0.15])[:, None]
+    cand = np.clip(base.mean(axis=0) + shifts, 0, 1)
+    pooled = pooled_comparison(base, cand, seed=1)
+    assert pooled.interval == "two_level_bootstrap" and (pooled.runs_a, pooled.runs_b) == (3, 3)
+    assert pooled.diff == pytest.approx(float(cand.mean() - base.mean()))
+    items_only = paired_comparison(base.mean(axis=0), cand.mean(axis=0), seed=1)
+    assert pooled.ci_high - pooled.ci_low > 2 * (items_only.ci_high - items_only.ci_low)
+    with pytest.raises(HarnessError, match="same items"):
+        pooled_comparison(base, cand[:, :10])
+
+
+# ------------------------------------------------------------------------------------------
+# items_needed and min_detectable_effect
+# ------------------------------------------------------------------------------------------
+
+
+def test_items_needed_answers_the_gates_question() -> None:
+    z_pass, z_regr, z_b = sps.norm.ppf(0.975), sps.norm.ppf(0.95), sps.norm.ppf(0.8)
+    # no observed change, 20% disagreement, 2% allowed drop: items to *pass*
+    expected = np.ceil((z_pass + z_b) ** 2 * 0.2 / 0.02**2)
+    assert items_needed(0.0, 0.02, discordance=0.2) == expected
+    # observed drop 0.05 against an allowed 0.02: items to show the *regression*
+    expected = np.ceil((z_regr + z_b) ** 2 * (0.2 - 0.05**2) / 0.05**2)
+    assert items_needed(-0.05, 0.02, discordance=0.2) == expected
+    # on the allowed change itself no number of items settles it
+    assert items_needed(-0.02, 0.02, discordance=0.2) is None
+    assert items_needed(0.01, 0.05, sd=0.3) < items_needed(0.0, 0.05, sd=0.3)
+
+
+def test_items_needed_gives_the_power_it_promises() -> None:
+    """At the returned n, a true change equal to the observed one passes ~80% of the time."""
+    from harness.gate import verdict
+
+    psi, allowed = 0.2, 0.05
+    n = items_needed(0.0, allowed, discordance=psi)
+    rng = np.random.default_rng(0)
+    passes = 0
+    for _ in range(200):
+        cells = rng.multinomial(n, [psi / 2, psi / 2, 1 - psi])
+        a = [1] * cells[0] + [0] * cells[1] + [1] * cells[2]
+        b = [0] * cells[0] + [1] * cells[1] + [1] * cells[2]
+        passes += verdict(paired_comparison(a, b), allowed, True) == "pass"
+    assert 0.7 <= passes / 200 <= 0.92
+
+
+def test_min_detectable_effect_inverts_items_needed() -> None:
+    mde = min_detectable_effect(1000, discordance=0.2)
+    assert mde == pytest.approx((sps.norm.ppf(0.95) + sps.norm.ppf(0.8)) * np.sqrt(0.2 / 1000))
+    assert min_detectable_effect(4000, discordance=0.2) == pytest.approx(mde / 2)
+    assert min_detectable_effect(100, sd=0.5) > min_detectable_effect(400, sd=0.5)
 
 
 def test_items_needed_errors() -> None:
     with pytest.raises(HarnessError, match="exactly one"):
-        items_needed(0.1)
+        items_needed(0.1, 0.02)
     with pytest.raises(HarnessError, match="exactly one"):
-        items_needed(0.1, sd=1.0, discordance=0.2)
-    with pytest.raises(HarnessError, match="effect"):
-        items_needed(0.0, sd=1.0)
-    with pytest.raises(HarnessError, match="exceed"):
-        items_needed(0.3, discordance=0.2)
+        items_needed(0.1, 0.02, sd=1.0, discordance=0.2)
+    with pytest.raises(HarnessError, match="threshold"):
+        items_needed(0.0, -0.1, sd=1.0)
     with pytest.raises(HarnessError, match="sd"):
-        items_needed(0.1, sd=0.0)
+        items_needed(0.1, 0.02, sd=0.0)
     with pytest.raises(HarnessError, match="power"):
-        items_needed(0.1, sd=1.0, power=1.5)
+        items_needed(0.1, 0.02, sd=1.0, power=1.5)
+    with pytest.raises(HarnessError, match="n must"):
+        min_detectable_effect(0, sd=1.0)
