@@ -2,6 +2,7 @@
 
 Public API
     choose_batching(device, attn_implementation) -> "grouped" | "packed"
+    has_varlen_kernel(device, attn_implementation) -> bool: may this run pack at all
     plan_grouped(lengths, max_tokens, *, seed, max_rows=None) -> list of batches (lists of indices)
     plan_packed(lengths, max_tokens) -> list of bins (each becomes one flattened row)
     plan_stats(batches, lengths, *, packed=False) -> {"batches", "tokens", "padded_tokens", ...}
@@ -43,12 +44,16 @@ IGNORE_INDEX = -100
 Mode = Literal["grouped", "packed"]
 
 
-def choose_batching(device: str | torch.device, attn_implementation: str | None) -> Mode:
-    """ "packed" only where a varlen attention kernel makes it cheaper: CUDA with flash-attention
-    (flash_attention_2/3 or a flash-attn kernel from the hub); "grouped" everywhere else."""
+def has_varlen_kernel(device: str | torch.device, attn_implementation: str | None) -> bool:
+    """True where a packed row runs as independent sequences: CUDA with flash-attention
+    (flash_attention_2/3 or a flash-attn kernel from the hub)."""
     on_cuda = str(device).startswith("cuda")
-    varlen = attn_implementation is not None and "flash" in attn_implementation.lower()
-    return "packed" if on_cuda and varlen else "grouped"
+    return on_cuda and attn_implementation is not None and "flash" in attn_implementation.lower()
+
+
+def choose_batching(device: str | torch.device, attn_implementation: str | None) -> Mode:
+    """ "packed" only where a varlen attention kernel makes it cheaper; "grouped" elsewhere."""
+    return "packed" if has_varlen_kernel(device, attn_implementation) else "grouped"
 
 
 def plan_grouped(

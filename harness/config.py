@@ -72,8 +72,40 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     logging_steps: int = Field(5, ge=1)
-    batching: Literal["auto", "grouped", "packed"] = "auto"
+    batching: Literal["auto", "grouped", "packed"] = Field(
+        "auto", description="packed needs a varlen attention kernel (flash-attention on CUDA)"
+    )
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+    gradient_checkpointing: bool = Field(
+        False, description="recompute each layer in backward: less activation memory, ~30% slower"
+    )
+    loss_chunk_tokens: int = Field(
+        1024,
+        ge=0,
+        description="lm_head + cross-entropy over trained positions in chunks of this many "
+        "tokens, so full-vocabulary logits never exist for the whole batch; 0 = the model's loss",
+    )
+
+
+_ATTN = re.compile(r"^(auto|eager|sdpa|flex_attention|flash_attention_[23]|[\w.\-]+/[\w.\-]+)$")
+
+
+class ModelOptions(_Strict):
+    """How the base model is loaded: `attn_implementation` goes to `from_pretrained` (`auto`:
+    transformers' default, SDPA). `flash_attention_2`/`_3` (or a hub kernel such as
+    `kernels-community/flash-attn3`) is what makes `train.batching: packed` worthwhile."""
+
+    attn_implementation: str = "auto"
+
+    @field_validator("attn_implementation")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if not _ATTN.match(v):
+            raise ValueError(
+                "must be auto, eager, sdpa, flex_attention, flash_attention_2, "
+                f"flash_attention_3 or a hub kernel like kernels-community/flash-attn3; got {v!r}"
+            )
+        return v
 
 
 class PeftConfig(_Strict):
@@ -157,6 +189,7 @@ class Experiment(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     seed: int = 0
     model: str = Field("toy", description="HF path or local dir, 'toy' (demo size) or 'toy:tiny'")
+    model_options: ModelOptions = Field(default_factory=ModelOptions)
     data: DataConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     peft: PeftConfig = Field(default_factory=PeftConfig)
