@@ -88,7 +88,11 @@ def prepare_data(exp: Experiment, tokenizer: Any) -> PreparedData:
     d = exp.data
     loaded = {
         s.name: load_source(
-            resolve_data_path(exp, s.path), name=s.name, format=s.format, on_bad_row=d.on_bad_row
+            resolve_data_path(exp, s.path),
+            name=s.name,
+            format=s.format,
+            on_bad_row=d.on_bad_row,
+            hub=s.hub_options(),
         )
         for s in d.sources
     }
