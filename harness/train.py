@@ -103,7 +103,12 @@ def prepare_data(exp: Experiment, tokenizer: Any) -> PreparedData:
 
     def encode(items):
         return encode_examples(
-            tokenizer, items, d.max_length, train_on=d.train_on, overlong=d.overlong
+            tokenizer,
+            items,
+            d.max_length,
+            train_on=d.train_on,
+            overlong=d.overlong,
+            on_bad_row=d.on_bad_row,
         )
 
     if d.unit == "examples":
@@ -129,6 +134,7 @@ def prepare_data(exp: Experiment, tokenizer: Any) -> PreparedData:
             audit.end_of_turn = audit.end_of_turn or enc.audit.end_of_turn
             audit.sources.update(enc.audit.sources)
             audit.samples.update(enc.audit.samples)
+            audit.failures.extend(enc.audit.failures[: 5 - len(audit.failures)])
     if not rows:
         raise HarnessError(
             f"{exp.name}: no trainable rows after encoding (see data.max_length / data.overlong)"
