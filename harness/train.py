@@ -231,7 +231,7 @@ def train(
     the caller evaluates the final model anyway); returning True stops with `status="pruned"`.
     """
     t = exp.train
-    mode = _batching_mode(t.batching, model)
+    mode = batching_mode(t.batching, model)
     loader = make_dataloader(
         data.rows,
         mode=mode,
@@ -356,8 +356,8 @@ def _enable_gradient_checkpointing(model: Any) -> None:
     model.enable_input_require_grads()
 
 
-def _batching_mode(setting: str, model: Any) -> str:
-    """The batching mode; `packed` without a varlen kernel is refused: with SDPA or eager
+def batching_mode(setting: str, model: Any) -> str:
+    """The batching mode for `train.batching` on this device; `packed` without a varlen kernel is refused: with SDPA or eager
     attention a packed row is one attention problem, quadratic in its length."""
     attn = getattr(model.config, "_attn_implementation", None)
     if setting == "packed" and not has_varlen_kernel(device(), attn):

@@ -10,8 +10,8 @@ from harness.config import validate
 from harness.errors import HarnessError
 from harness.models import load_model
 from harness.train import (
-    _batching_mode,
     _training_args,
+    batching_mode,
     optimizer_steps,
     reduction_device,
     warmup_steps,
@@ -69,9 +69,9 @@ def test_attn_implementation_reaches_the_model(tmp_path, toy_tiny):
 def test_packing_needs_a_varlen_kernel(toy_tiny):
     model = load_model("toy:tiny")  # SDPA on CPU
     with pytest.raises(HarnessError) as err:
-        _batching_mode("packed", model)
+        batching_mode("packed", model)
     message = str(err.value)
     assert message.startswith("train.batching: packed needs a varlen attention kernel")
     assert "model_options.attn_implementation" in message and "\n" not in message
-    assert _batching_mode("auto", model) == "grouped"
-    assert _batching_mode("grouped", model) == "grouped"
+    assert batching_mode("auto", model) == "grouped"
+    assert batching_mode("grouped", model) == "grouped"
