@@ -22,7 +22,8 @@ Two modes, chosen by `choose_batching`:
   cheaper when a variable-length attention kernel (flash-attention on CUDA) turns the row into
   independent sequences. With SDPA or eager attention transformers turns the restarting
   position_ids into a block-diagonal mask over the whole row: correct, yet attention stays
-  quadratic in the row length (measured: 3.6x slower than padding on CPU).
+  quadratic in the row length (measured: 3.6x slower than padding on CPU), so training refuses
+  `train.batching: packed` without a varlen kernel (`has_varlen_kernel`).
 
 Training needs `use_cache=False` for the packed mode: transformers only detects packed rows from
 position_ids when no KV cache is passed.
