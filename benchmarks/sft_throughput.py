@@ -20,14 +20,15 @@ CPU, `torch.cuda.max_memory_allocated` on GPU) is its own.
 
 Achieved FLOP/s counts the usual 6 x (weights of all linear layers, lm_head included) per real
 token (attention scores excluded), and is shown as a share of a dense matmul peak measured here
-first (fp32 on CPU with the same threads, bf16 on CUDA).
+first (bf16 on CUDA; on CPU fp32 with the same threads, both per CPU-second of the process).
 
     python benchmarks/sft_throughput.py [--examples 600] [--hidden 256] [--layers 4] [--threads 1]
         [--variants harness,trainer-grouped,...]
 
-Prints real (non-pad) tokens/s of each, the ratio of the harness to each, padding fractions,
-achieved FLOP/s and peak memory. On a shared machine the figures are noisy: compare ratios from
-one run, not absolute numbers across runs.
+Prints real (non-pad) tokens per wall-clock second and per CPU-second of each, the ratio of the
+harness to each, padding fractions, achieved FLOP/s and peak memory. On a shared machine
+wall-clock figures move with the other load (the variants run one after another); per
+CPU-second figures (on CPU with one thread) move much less, so compare those ratios first.
 """
 
 from __future__ import annotations
@@ -125,6 +126,7 @@ def run_variant(variant: str, args: argparse.Namespace, rows: list[dict], rows_p
     exp = experiment(args)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    cpu_start = time.process_time()
     if variant == "harness":
         from harness.train import PreparedData, train
 
@@ -135,6 +137,7 @@ def run_variant(variant: str, args: argparse.Namespace, rows: list[dict], rows_p
         real, seconds, padding, steps = _trainer_variant(
             variant, exp, model, tokenizer, rows, rows_per_step
         )
+    cpu_seconds = time.process_time() - cpu_start
     peak = (
         torch.cuda.max_memory_allocated() / 2**20
         if torch.cuda.is_available()
@@ -145,7 +148,13 @@ def run_variant(variant: str, args: argparse.Namespace, rows: list[dict], rows_p
         "tokens": real,
         "seconds": seconds,
         "tokens_per_second": real / seconds,
-        "flops_per_second": 6 * linear * real / seconds,
+        "cpu_seconds": cpu_seconds,
+        "tokens_per_cpu_second": real / cpu_seconds,
+        # per CPU-second on CPU, like the peak it is compared with
+        "flops_per_second": 6
+        * linear
+        * real
+        / (seconds if torch.cuda.is_available() else cpu_seconds),
         "padding_fraction": padding,
         "steps": steps,
         "peak_memory_mb": peak,
@@ -229,7 +238,9 @@ def _trainer_variant(variant: str, exp, model, tokenizer, rows: list[dict], batc
 
 
 def matmul_peak(threads: int, seconds: float = 2.0) -> float:
-    """Dense matmul FLOP/s on this machine: fp32 on CPU with `threads` threads, bf16 on CUDA."""
+    """Dense matmul FLOP/s on this machine: bf16 on CUDA (wall-clock), fp32 on CPU with `threads`
+    threads per CPU-second (the process's CPU time, which other load on a shared machine does
+    not inflate the way it inflates wall-clock time)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -239,15 +250,16 @@ def matmul_peak(threads: int, seconds: float = 2.0) -> float:
     a = torch.randn(n, n, dtype=dtype, device="cuda" if cuda else "cpu")
     b = torch.randn_like(a)
     a @ b  # warm-up
+    clock = time.perf_counter if cuda else time.process_time
     best, end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < end:
         if cuda:
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start = clock()
         a @ b
         if cuda:
             torch.cuda.synchronize()
-        best = max(best, 2 * n**3 / (time.perf_counter() - start))
+        best = max(best, 2 * n**3 / max(clock() - start, 1e-9))
     return best
 
 
@@ -312,6 +324,7 @@ def main() -> None:
         r = results[variant]
         print(
             f"{variant:>16}: {r['tokens_per_second']:>9,.0f} real tokens/s  "
+            f"{r['tokens_per_cpu_second']:>7,.0f} per CPU-second  "
             f"({r['tokens']:,} tokens in {r['seconds']:.1f}s, {r['steps']} steps)  "
             f"padding {r['padding_fraction']:.1%}  "
             f"{r['flops_per_second'] / 1e9:,.2f} GFLOP/s = {r['flops_per_second'] / peak:.1%} "
@@ -319,10 +332,12 @@ def main() -> None:
             flush=True,
         )
     if "harness" in results:
+        h = results["harness"]
         for variant, r in results.items():
             if variant != "harness":
-                ratio = results["harness"]["tokens_per_second"] / r["tokens_per_second"]
-                print(f"ratio harness / {variant}: {ratio:.2f}x")
+                wall = h["tokens_per_second"] / r["tokens_per_second"]
+                cpu = h["tokens_per_cpu_second"] / r["tokens_per_cpu_second"]
+                print(f"ratio harness / {variant}: {wall:.2f}x wall-clock, {cpu:.2f}x CPU time")
 
 
 if __name__ == "__main__":

@@ -53,7 +53,6 @@ def launch_workers(
     for i, dev in enumerate(devices):
         env = dict(os.environ)
         env["CUDA_VISIBLE_DEVICES"] = "" if dev == "cpu" else dev
-        env["HARNESS_WORKER"] = str(i)
         print(f"worker {i}: {'CPU' if dev == 'cpu' else f'GPU {dev}'}", flush=True)
         procs.append(launcher([sys.executable, "-m", "harness", *args], env=env))
     codes = [p.wait() for p in procs]

@@ -209,7 +209,8 @@ class TrainResult:
             "total_params": self.total_params,
             "batching": self.batching,
             "padding_fraction": round(self.padding_fraction, 6),
-            "memory": self.memory,
+            "memory_estimate_gib": self.memory.get("estimate_gib"),  # a metric in MLflow
+            "memory": self.memory,  # the preflight's breakdown and advice
             "loss_curve": self.loss_curve,
         }
 
