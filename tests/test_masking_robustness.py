@@ -5,6 +5,7 @@ end-of-turn tokens lost to truncation and of messages a template does not render
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -121,3 +122,28 @@ def test_audit_counts_messages_the_template_drops():
     assert audit["sources"]["chat"]["dropped_messages"] == 1
     kept = encode_examples(template_tokenizer("chatml"), rows, max_length=None).audit
     assert kept.to_dict()["sources"]["chat"]["dropped_messages"] == 0
+
+
+def test_prepare_data_skips_unmaskable_rows_under_on_bad_row_skip(tmp_path):
+    from harness.config import validate
+    from harness.train import prepare_data
+
+    good = {"messages": [TOOL_ONLY[0], {"role": "assistant", "content": "Rain."}]}
+    rows = [good, {"messages": ECHO}, good]
+    (tmp_path / "chats.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    raw = {
+        "name": "skip",
+        "data": {"sources": [{"name": "chat", "path": "chats.jsonl"}], "budget": 3},
+    }
+    with pytest.raises(HarnessError, match=r"source 'chat' row 2: assistant turn 2"):
+        prepare_data(validate(raw, "skip.yaml", tmp_path), _rewriting())
+    raw["data"]["on_bad_row"] = "skip"
+    data = prepare_data(validate(raw, "skip.yaml", tmp_path), _rewriting())
+    assert sorted(r["row"] for r in data.rows) == [1, 3]
+    audit = data.lineage["mask_audit"]
+    assert audit["sources"]["chat"]["dropped_unmaskable"] == 1
+    assert audit["failures"] == [
+        "source 'chat' row 2: assistant turn 2: the chat template does not render its content "
+        "where the conversation prefix says it starts, so its tokens cannot be located; add "
+        "{% generation %} tags to the template"
+    ]
