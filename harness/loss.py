@@ -60,8 +60,10 @@ class ChunkedLoss:
         if targets.numel() == 0:  # keeps the graph connected so backward still runs
             return outputs["hidden_states"][-1].sum() * 0.0
         fused = _liger_loss(self.lm_head, hidden)
-        if fused is not None:
-            return fused(self.lm_head.weight, hidden, targets, self.lm_head.bias) / count
+        if fused is not None:  # one dtype for its kernel (fp32 master weights, bf16 activations)
+            weight, bias = self.lm_head.weight, self.lm_head.bias
+            bias = bias.to(hidden.dtype) if bias is not None else None
+            return fused(weight.to(hidden.dtype), hidden, targets, bias) / count
         total = hidden.new_zeros((), dtype=torch.float32)
         for start in range(0, targets.numel(), self.chunk_tokens):
             end = start + self.chunk_tokens
@@ -102,7 +104,9 @@ def _liger_loss(lm_head: torch.nn.Module, hidden: torch.Tensor) -> Any:
     if hidden.device.type != "cuda" or type(lm_head) is not torch.nn.Linear:
         return None
     try:
-        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+        from liger_kernel.transformers.fused_linear_cross_entropy import (
+            LigerFusedLinearCrossEntropyLoss,
+        )
     except ImportError:
         return None
     return LigerFusedLinearCrossEntropyLoss(reduction="sum")
