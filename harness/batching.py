@@ -2,6 +2,7 @@
 
 Public API
     choose_batching(device, attn_implementation) -> "grouped" | "packed"
+    has_varlen_kernel(device, attn_implementation) -> bool: may this run pack at all
     plan_grouped(lengths, max_tokens, *, seed, max_rows=None) -> list of batches (lists of indices)
     plan_packed(lengths, max_tokens) -> list of bins (each becomes one flattened row)
     plan_stats(batches, lengths, *, packed=False) -> {"batches", "tokens", "padded_tokens", ...}
@@ -21,7 +22,8 @@ Two modes, chosen by `choose_batching`:
   cheaper when a variable-length attention kernel (flash-attention on CUDA) turns the row into
   independent sequences. With SDPA or eager attention transformers turns the restarting
   position_ids into a block-diagonal mask over the whole row: correct, yet attention stays
-  quadratic in the row length (measured: 3.6x slower than padding on CPU).
+  quadratic in the row length (measured: 3.6x slower than padding on CPU), so training refuses
+  `train.batching: packed` without a varlen kernel (`has_varlen_kernel`).
 
 Training needs `use_cache=False` for the packed mode: transformers only detects packed rows from
 position_ids when no KV cache is passed.
@@ -43,12 +45,16 @@ IGNORE_INDEX = -100
 Mode = Literal["grouped", "packed"]
 
 
-def choose_batching(device: str | torch.device, attn_implementation: str | None) -> Mode:
-    """ "packed" only where a varlen attention kernel makes it cheaper: CUDA with flash-attention
-    (flash_attention_2/3 or a flash-attn kernel from the hub); "grouped" everywhere else."""
+def has_varlen_kernel(device: str | torch.device, attn_implementation: str | None) -> bool:
+    """True where a packed row runs as independent sequences: CUDA with flash-attention
+    (flash_attention_2/3 or a flash-attn kernel from the hub)."""
     on_cuda = str(device).startswith("cuda")
-    varlen = attn_implementation is not None and "flash" in attn_implementation.lower()
-    return "packed" if on_cuda and varlen else "grouped"
+    return on_cuda and attn_implementation is not None and "flash" in attn_implementation.lower()
+
+
+def choose_batching(device: str | torch.device, attn_implementation: str | None) -> Mode:
+    """ "packed" only where a varlen attention kernel makes it cheaper; "grouped" elsewhere."""
+    return "packed" if has_varlen_kernel(device, attn_implementation) else "grouped"
 
 
 def plan_grouped(

@@ -78,6 +78,24 @@ def _run(args: argparse.Namespace) -> int:
     from harness.study import print_table, run_study, write_report
 
     exp = load_experiment(args.experiment, args.overrides)
+    if args.dry_run:
+        from harness.dry_run import dry_run
+
+        planned = dry_run(exp)
+        print("\n".join(planned.lines()))
+        return EXIT_OK if planned.memory.fits else EXIT_FINDING
+    if args.devices:
+        import torch
+
+        from harness.launch import launch_workers, parse_devices
+
+        devices = parse_devices(args.devices, torch.cuda.device_count())
+        worker_args = ["run", args.experiment, *(f"--set={o}" for o in args.overrides)]
+        if args.n_trials is not None:
+            worker_args.append(f"--n-trials={args.n_trials}")
+        if args.storage:
+            worker_args.append(f"--storage={args.storage}")
+        return launch_workers(worker_args, devices)
     outcome = run_study(exp, n_trials=args.n_trials, storage=args.storage)
     outcome.report_dir = write_report(outcome, exp)
     print_table(outcome, exp)
@@ -196,6 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment")
     p.add_argument("--n-trials", type=int)
     p.add_argument("--storage")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="resolve model, tokenizer, data, suites and the memory estimate; train nothing",
+    )
+    p.add_argument(
+        "--devices", help="one worker per GPU on this study, e.g. 0,1,2,3 (cpu,cpu: CPU workers)"
+    )
     _add_set_option(p)
     p.set_defaults(func=_run)
 

@@ -33,12 +33,32 @@ class _Strict(BaseModel):
 
 class Source(_Strict):
     """One SFT data source. `path` is a .jsonl/.json/.parquet file (relative to the experiment
-    file), `toy:<file>` inside the toy world's data, or `hf:<dataset>[:<split>]`."""
+    file), `toy:<file>` inside the toy world's data, or `hf:<dataset>` read with `datasets`: a
+    hub name (`hf:Salesforce/wikitext`), or a local folder (`hf:./data/chats`, relative to the
+    experiment file) written by `save_to_disk` or holding data files a builder reads. For `hf:`
+    only: `hf_config` (the dataset's config name, e.g. wikitext-103-raw-v1), `data_dir` (a
+    folder inside the dataset) and `split` (default train; `hf:NAME:SPLIT` also works)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
     path: str
     format: Literal["auto", "messages", "prompt_completion", "alpaca", "text"] = "auto"
     weight: float = Field(1.0, ge=0)
+    hf_config: str | None = None
+    data_dir: str | None = None
+    split: str | None = None
+
+    @model_validator(mode="after")
+    def _hub_fields(self) -> Source:
+        given = [f for f in ("hf_config", "data_dir", "split") if getattr(self, f) is not None]
+        if given and not self.path.startswith("hf:"):
+            raise ValueError(f"{', '.join(given)}: only for hf: sources (path is {self.path!r})")
+        if self.split is not None and self.path.count(":") > 1:
+            raise ValueError("split is given twice: in path (hf:NAME:SPLIT) and in split")
+        return self
+
+    def hub_options(self) -> dict[str, str | None]:
+        """`datasets` arguments of an `hf:` source."""
+        return {"config": self.hf_config, "data_dir": self.data_dir, "split": self.split}
 
 
 class DataConfig(_Strict):
@@ -72,8 +92,40 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     logging_steps: int = Field(5, ge=1)
-    batching: Literal["auto", "grouped", "packed"] = "auto"
+    batching: Literal["auto", "grouped", "packed"] = Field(
+        "auto", description="packed needs a varlen attention kernel (flash-attention on CUDA)"
+    )
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+    gradient_checkpointing: bool = Field(
+        False, description="recompute each layer in backward: less activation memory, ~30% slower"
+    )
+    loss_chunk_tokens: int = Field(
+        1024,
+        ge=0,
+        description="lm_head + cross-entropy over trained positions in chunks of this many "
+        "tokens, so full-vocabulary logits never exist for the whole batch; 0 = the model's loss",
+    )
+
+
+_ATTN = re.compile(r"^(auto|eager|sdpa|flex_attention|flash_attention_[23]|[\w.\-]+/[\w.\-]+)$")
+
+
+class ModelOptions(_Strict):
+    """How the base model is loaded: `attn_implementation` goes to `from_pretrained` (`auto`:
+    transformers' default, SDPA). `flash_attention_2`/`_3` (or a hub kernel such as
+    `kernels-community/flash-attn3`) is what makes `train.batching: packed` worthwhile."""
+
+    attn_implementation: str = "auto"
+
+    @field_validator("attn_implementation")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if not _ATTN.match(v):
+            raise ValueError(
+                "must be auto, eager, sdpa, flex_attention, flash_attention_2, "
+                f"flash_attention_3 or a hub kernel like kernels-community/flash-attn3; got {v!r}"
+            )
+        return v
 
 
 class PeftConfig(_Strict):
@@ -202,6 +254,7 @@ class Experiment(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     seed: int = 0
     model: str = Field("toy", description="HF path or local dir, 'toy' (demo size) or 'toy:tiny'")
+    model_options: ModelOptions = Field(default_factory=ModelOptions)
     data: DataConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     peft: PeftConfig = Field(default_factory=PeftConfig)
@@ -415,12 +468,18 @@ def with_params(exp: Experiment, params: dict[str, Any]) -> Experiment:
 
 
 def resolve_data_path(exp: Experiment, path: str) -> str:
-    """Source paths: `toy:` → the toy world's data dir; `hf:` unchanged; else relative to the file."""
+    """Source paths: `toy:` → the toy world's data dir; `hf:` hub names unchanged and `hf:./dir`
+    made absolute; else relative to the experiment file."""
     if path.startswith("toy:"):
         from harness.toy.build import build_toy_world
 
         return str(build_toy_world(exp.toy_size if exp.is_toy else "demo").data_dir / path[4:])
-    if path.startswith("hf:") or Path(path).is_absolute():
+    if path.startswith("hf:"):
+        local = path[3:]
+        if local.startswith((".", "~")):  # a local folder, relative to the experiment file
+            return "hf:" + str((exp.base_dir / Path(local).expanduser()).resolve())
+        return path
+    if Path(path).is_absolute():
         return path
     return str((exp.base_dir / path).resolve())
 

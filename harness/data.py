@@ -2,19 +2,23 @@
 
 Public API
     Example(source, row, messages, text): one normalised row; `messages` for chat, `text` for replay
-    load_source(path, *, name, format="auto", on_bad_row="error") -> LoadedSource
+    load_source(path, *, name, format="auto", on_bad_row="error", hub=None) -> LoadedSource
     build_mix(sources, weights, budget, *, unit="examples", seed, token_counts=None) -> Mix
     FORMATS: the row formats a source may declare
 
 Sources are JSONL, JSON (a list of objects) or parquet files, or `hf:NAME[:SPLIT]` for a
-`datasets` dataset (needs a hub or a local cache). Each source has one format, declared or
-detected from its first row's keys:
+`datasets` dataset: a hub name (needs the hub or its local cache; `hub` gives its config name,
+`data_dir` and split), a local folder written by `save_to_disk` (a Dataset, or a DatasetDict
+whose split is chosen), or a local folder of data files a `datasets` builder reads. Each source
+has one format, declared or detected from its first row's keys:
     messages           {"messages": [{"role": "system|user|assistant|tool", "content": ...}, ...]}
     prompt_completion  {"prompt": str | messages, "completion": str | messages}
     alpaca             {"instruction": str, "input": str (optional), "output": str}
     text               {"text": str}   (full loss, for replay of general data)
 A bad row raises one line naming the source, the line (JSONL) or row, and the field; with
 `on_bad_row="skip"` it is skipped and counted in `LoadedSource.skipped` instead, never silently.
+An empty `text` row (a blank line of a corpus such as wikitext) is always skipped and counted
+under "empty text": it holds nothing to train and nothing wrong.
 
 Mix ratios are plain numbers (weights per source) so an Optuna trial can set them; the same seed
 gives the same mix, and the realised composition is reported next to the requested one.
@@ -89,8 +93,10 @@ def load_source(
     name: str,
     format: str = "auto",
     on_bad_row: OnBadRow = "error",
+    hub: dict[str, str | None] | None = None,
 ) -> LoadedSource:
-    """Load and validate one source, normalising every row to an `Example`."""
+    """Load and validate one source, normalising every row to an `Example`. `hub`: the
+    `datasets` arguments of an `hf:` source (`config`, `data_dir`, `split`)."""
     if format != "auto" and format not in FORMATS:
         raise HarnessError(
             f"source {name!r}: unknown format {format!r} (expected auto or one of {', '.join(FORMATS)})"
@@ -101,7 +107,7 @@ def load_source(
         )
     path = str(path)
     label = f"source {name!r} ({path})"
-    rows, unit, sha = _read_rows(path, label)
+    rows, unit, sha = _read_rows(path, label, hub or {})
     loaded = LoadedSource(name=name, path=path, format=format, examples=[], sha256=sha)
     skips: Counter[str] = Counter()
     for number, row in rows:
@@ -119,6 +125,9 @@ def load_source(
             where = f"{label} {unit} {number}"
             where += f": field {bad.field!r}" if bad.field else ""
             message = f"{where}: {bad.problem}"
+            if loaded.format == "text" and bad.reason == "empty field":
+                skips["empty text"] += 1
+                continue
             if on_bad_row == "error":
                 raise HarnessError(message) from None
             skips[bad.reason] += 1
@@ -132,10 +141,12 @@ def load_source(
     return loaded
 
 
-def _read_rows(path: str, label: str) -> tuple[list[tuple[int, Any]], str, str | None]:
+def _read_rows(
+    path: str, label: str, hub: dict[str, str | None]
+) -> tuple[list[tuple[int, Any]], str, str | None]:
     """Rows as (1-based number, object or _BadRow), the word for a number, and the file's sha256."""
     if path.startswith("hf:"):
-        return _read_hub(path[3:], label)
+        return _read_hub(path[3:], label, hub)
     p = Path(path)
     if not p.is_file():
         raise HarnessError(f"{label}: file not found")
@@ -177,12 +188,33 @@ def _read_rows(path: str, label: str) -> tuple[list[tuple[int, Any]], str, str |
     raise HarnessError(f"{label}: unsupported file type {suffix!r} (use .jsonl, .json or .parquet)")
 
 
-def _read_hub(spec: str, label: str) -> tuple[list[tuple[int, Any]], str, str | None]:
+def _read_hub(
+    spec: str, label: str, hub: dict[str, str | None]
+) -> tuple[list[tuple[int, Any]], str, str | None]:
     import datasets
 
-    dataset_name, _, split = spec.partition(":")
+    name, _, split_in_spec = spec.partition(":")
+    split = hub.get("split") or split_in_spec or "train"
+    folder = Path(name).expanduser()
     try:
-        ds = datasets.load_dataset(dataset_name, split=split or "train")
+        if (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file():
+            if hub.get("config") or hub.get("data_dir"):
+                raise HarnessError(
+                    f"{label}: hf_config and data_dir do not apply to a save_to_disk folder"
+                )
+            ds = datasets.load_from_disk(str(folder))
+            if isinstance(ds, datasets.DatasetDict):
+                if split not in ds:
+                    raise HarnessError(
+                        f"{label}: no split {split!r} (the folder has {', '.join(ds)}); set split"
+                    )
+                ds = ds[split]
+        else:
+            ds = datasets.load_dataset(
+                name, hub.get("config"), data_dir=hub.get("data_dir"), split=split
+            )
+    except HarnessError:
+        raise
     except Exception as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise HarnessError(f"{label}: cannot load dataset ({first})") from None

@@ -141,7 +141,7 @@ def lint_files(
     if not paths:
         raise HarnessError("data lint: no files given")
     names = _unique_names([Path(str(p)).stem for p in paths])
-    sources = [(n, str(p), format) for n, p in zip(names, paths, strict=True)]
+    sources = [(n, str(p), format, None) for n, p in zip(names, paths, strict=True)]
     if dataset == "auto":
         dataset = "toy" if all(_in_toy_cache(str(p)) for p in paths) else "english"
     return _lint(sources, suites, dataset, model, suite_dirs)
@@ -153,13 +153,16 @@ def lint_experiment(exp: Experiment) -> LintReport:
     from harness.config import resolve_data_path
     from harness.evaluate import resolve_dataset
 
-    sources = [(s.name, resolve_data_path(exp, s.path), s.format) for s in exp.data.sources]
+    sources = [
+        (s.name, resolve_data_path(exp, s.path), s.format, s.hub_options())
+        for s in exp.data.sources
+    ]
     dataset = resolve_dataset(exp.eval.dataset, exp.model)
     return _lint(sources, exp.eval.suites, dataset, None, exp.eval.suite_dirs)
 
 
 def _lint(
-    sources: list[tuple[str, str, str]],
+    sources: list[tuple[str, str, str, dict | None]],  # name, path, format, hub options
     suites: Sequence[str] | None,
     dataset: str,
     model: str | None,
@@ -170,8 +173,8 @@ def _lint(
     eval_items, report = _eval_items(suites, dataset, suite_dirs)
     count_tokens = _token_counter(model)
     examples: list[tuple[str, Example]] = []
-    for name, path, fmt in sources:
-        loaded = load_source(path, name=name, format=fmt, on_bad_row="skip")
+    for name, path, fmt, hub in sources:
+        loaded = load_source(path, name=name, format=fmt, on_bad_row="skip", hub=hub)
         label = _short_path(path)
         for row, message in loaded.bad_rows:
             report.problems.append(Problem("bad_row", f"{label}:{row}", _after_field(message)))

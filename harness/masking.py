@@ -2,10 +2,12 @@
 
 Public API
     encode_messages(tokenizer, messages, max_length=None, *, train_on="all", overlong="truncate")
-        -> {"input_ids", "labels", "num_trainable", "truncated", "dropped"}
+        -> {"input_ids", "labels", "num_trainable", "truncated", "dropped", "eot_truncated",
+            "dropped_messages"}
     encode_text(tokenizer, text, max_length=None) -> same keys; full loss, eos appended (replay data)
     check_stop_token(tokenizer) -> str: the trained end-of-turn text, or HarnessError
-    encode_examples(tokenizer, examples, max_length, *, train_on, overlong) -> Encoded(rows, audit)
+    encode_examples(tokenizer, examples, max_length, *, train_on, overlong, on_bad_row)
+        -> Encoded(rows, audit)
     MaskAudit / SourceAudit: plain, JSON-serialisable numbers a run logs (`audit.to_dict()`)
 
 Labels are *not* shifted (the model shifts); `-100` marks tokens without loss. A label equals its
@@ -20,7 +22,9 @@ How the assistant spans are found, in characters of the fully rendered conversat
   written. The turn is S[lcp(P, S) : lcp(B, S)] (lcp = longest common prefix), so whatever the
   template adds after the content (end-of-turn marker, eos) is trained, and whatever it adds only
   at the end of a conversation is not, because S continues differently there. The turn must
-  contain the message's content, otherwise we raise rather than train the wrong tokens.
+  contain the message's content (for a turn of tool calls only: the first call's function
+  name), searched from where the turn starts, so a reply that also occurs in its prompt is
+  found in the right place; otherwise we raise rather than train the wrong tokens.
 Char spans become token labels through the fast tokenizer's offsets, tokenising S once. A token
 cut by the span's end (e.g. `<|user|>` when lcp stopped after its first characters) is not
 trained, and trailing whitespace-only tokens (separators between turns) are not trained.
@@ -75,7 +79,10 @@ def encode_messages(
 
     `dropped` is None for a usable row, "overlong" when `overlong="drop"` and the row is too long,
     or "no_trainable" when no assistant token survives (e.g. truncation cut it): callers count
-    these instead of training on a row whose loss would silently be zero.
+    these instead of training on a row whose loss would silently be zero. `eot_truncated`: the
+    cut fell inside a trained turn, so its end-of-turn is not trained on this row.
+    `dropped_messages`: messages with content that the rendered conversation does not contain
+    (a template that ignores a system prompt, say).
     """
     if train_on not in ("all", "last"):
         raise HarnessError(f"train_on must be 'all' or 'last', got {train_on!r}")
@@ -87,7 +94,11 @@ def encode_messages(
     labels = [IGNORE_INDEX] * len(ids)
     for j in _trained_tokens(text, offsets, spans):
         labels[j] = ids[j]
-    return _finish(ids, labels, max_length, overlong)
+    encoded = _finish(ids, labels, max_length, overlong)
+    encoded["dropped_messages"] = sum(
+        1 for m in messages if (m.get("content") or "").strip() not in text
+    )
+    return encoded
 
 
 def encode_text(tokenizer: Any, text: str, max_length: int | None = None) -> dict:
@@ -131,8 +142,11 @@ class SourceAudit:
     tokens: int = 0
     trainable_tokens: int = 0
     truncated: int = 0
+    eot_truncated: int = 0  # truncation cut a trained turn before its end-of-turn
     dropped_overlong: int = 0
     dropped_no_trainable: int = 0
+    dropped_unmaskable: int = 0  # on_bad_row=skip: the template's turns could not be located
+    dropped_messages: int = 0  # messages whose content the template does not render
 
     @property
     def trainable_share(self) -> float:
@@ -146,6 +160,7 @@ class MaskAudit:
     end_of_turn: str | None
     sources: dict[str, SourceAudit] = field(default_factory=dict)
     samples: dict[str, list[str]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)  # the first rows skipped as unmaskable
 
     def to_dict(self) -> dict:
         sources = {
@@ -163,6 +178,7 @@ class MaskAudit:
             "sources": sources,
             "total": {**asdict(total), "trainable_share": round(total.trainable_share, 6)},
             "samples": self.samples,
+            "failures": self.failures,
         }
 
 
@@ -181,12 +197,15 @@ def encode_examples(
     *,
     train_on: TrainOn = "all",
     overlong: Overlong = "truncate",
+    on_bad_row: Literal["error", "skip"] = "error",
     n_samples: int = 2,
 ) -> Encoded:
     """Encode normalised examples, drop (and count) unusable rows, and audit the masks.
 
     The stop-token check runs first, once per tokenizer, when any example is a conversation.
-    Errors name the example's source and row.
+    A row whose turns cannot be located raises, naming its source and row; with
+    `on_bad_row="skip"` it is counted (`dropped_unmaskable`) and the first few are kept in
+    `audit.failures`.
     """
     examples = list(examples)
     eot = None
@@ -205,8 +224,16 @@ def encode_examples(
             else:
                 enc = encode_text(tokenizer, ex.text or "", max_length)
         except HarnessError as err:
-            raise HarnessError(f"source {ex.source!r} row {ex.row}: {err}") from err
+            message = f"source {ex.source!r} row {ex.row}: {err}"
+            if on_bad_row == "error":
+                raise HarnessError(message) from err
+            a.dropped_unmaskable += 1
+            if len(audit.failures) < 5:
+                audit.failures.append(message)
+            continue
         a.truncated += enc["truncated"]
+        a.eot_truncated += enc["eot_truncated"]
+        a.dropped_messages += enc.get("dropped_messages", 0)
         if enc["dropped"] == "overlong":
             a.dropped_overlong += 1
             continue
@@ -259,8 +286,16 @@ def _finish(ids: list[int], labels: list[int], max_length: int | None, overlong:
             "labels": [],
             "num_trainable": 0,
             "truncated": False,
+            "eot_truncated": False,
             "dropped": "overlong",
         }
+    # the trained run goes on past the cut: the turn's end-of-turn is lost
+    eot_truncated = bool(
+        truncated
+        and max_length
+        and labels[max_length - 1] != IGNORE_INDEX
+        and labels[max_length] != IGNORE_INDEX
+    )
     if truncated:
         ids, labels = ids[:max_length], labels[:max_length]
     n = sum(lab != IGNORE_INDEX for lab in labels)
@@ -269,6 +304,7 @@ def _finish(ids: list[int], labels: list[int], max_length: int | None, overlong:
         "labels": labels,
         "num_trainable": n,
         "truncated": truncated,
+        "eot_truncated": eot_truncated,
         "dropped": None if n else "no_trainable",
     }
 
@@ -327,18 +363,20 @@ def _prefix_spans(tokenizer: Any, messages: list[dict], text: str) -> list[tuple
     for i, message in enumerate(messages):
         if message.get("role") != "assistant":
             continue
-        content = message.get("content")
-        needle = content.strip() if isinstance(content, str) else ""
+        needle = _needle(message)
         floor = spans[-1][1] if spans else 0
+        prompt = _render(tokenizer, messages[:i], add_generation_prompt=True) if i else None
+        anchored = prompt is not None and text.startswith(prompt)
+        # search for the content from where the turn starts: the reply may occur in its prompt
+        search_from = max(len(prompt), floor) if anchored else floor
         full = _render(tokenizer, messages[: i + 1])
         end = _lcp(full, text)
-        if needle and needle not in text[floor:end]:
+        if needle and needle not in text[search_from:end]:
             # History renders this turn differently from a final turn (Qwen3 drops its
             # <think> block): end after the content plus what the template puts after it.
-            end = _end_after_content(text, full, needle, floor)
-        prompt = _render(tokenizer, messages[:i], add_generation_prompt=True) if i else None
-        if prompt is not None and text.startswith(prompt):
-            start = max(len(prompt), floor)
+            end = _end_after_content(text, full, needle, search_from)
+        if anchored:
+            start = search_from
         else:
             # No usable prompt prefix (first message, or a template that moves the system
             # prompt, as Mistral v3 does): start at the content itself, never before it.
@@ -355,6 +393,20 @@ def _prefix_spans(tokenizer: Any, messages: list[dict], text: str) -> list[tuple
             )
         spans.append((start, end))
     return spans
+
+
+def _needle(message: dict) -> str:
+    """What a rendered assistant turn must contain: its content, or for a turn carrying only
+    tool calls the first call's function name (every template writes it, in its own syntax)."""
+    content = message.get("content")
+    if isinstance(content, str) and content.strip():
+        return content.strip()
+    for call in message.get("tool_calls") or []:
+        if isinstance(call, dict):
+            function = call.get("function") if isinstance(call.get("function"), dict) else call
+            if isinstance(function.get("name"), str):
+                return function["name"]
+    return ""
 
 
 def _end_after_content(text: str, full: str, needle: str, floor: int) -> int:

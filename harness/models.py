@@ -62,14 +62,21 @@ def load_tokenizer(name: str):
     return tokenizer
 
 
-def load_model(name: str, precision: str = "auto", adapter: str | None = None):
-    """The causal LM on the best device; with `adapter`, a peft model on top (left unmerged)."""
+def load_model(
+    name: str,
+    precision: str = "auto",
+    adapter: str | None = None,
+    attn_implementation: str = "auto",
+):
+    """The causal LM on the best device; with `adapter`, a peft model on top (left unmerged).
+    `attn_implementation` other than "auto" is passed to `from_pretrained` (e.g. flash_attention_2)."""
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name)
+    options = {} if attn_implementation == "auto" else {"attn_implementation": attn_implementation}
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=train_dtype(precision))
-    except OSError as e:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=train_dtype(precision), **options)
+    except (OSError, ImportError, ValueError) as e:  # missing files; flash-attn not installed
         raise HarnessError(f"model {name}: cannot load ({str(e).splitlines()[0]})") from None
     if adapter:
         from peft import PeftModel
@@ -78,3 +85,20 @@ def load_model(name: str, precision: str = "auto", adapter: str | None = None):
             raise HarnessError(f"adapter {adapter}: no adapter_config.json there")
         model = PeftModel.from_pretrained(model, adapter)
     return model.to(device())
+
+
+def meta_model(name: str):
+    """The model's architecture with no weights (PyTorch's meta device): parameter counts and
+    module shapes for the memory estimate and `harness run --dry-run`, without loading anything."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = resolve_model_path(name)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise HarnessError(
+            f"model {name}: cannot read its config ({str(e).splitlines()[0]})"
+        ) from None
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)

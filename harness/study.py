@@ -206,8 +206,7 @@ def _objective(
     objectives: list[tuple[str, str]],
 ) -> float | list[float]:
     from harness import evaluate as ev
-    from harness.models import load_model
-    from harness.train import prepare_data, save, train
+    from harness.train import load_base_model, prepare_data, save, train
 
     params = {name: suggest(trial, name, space) for name, space in exp.search.items()}
     trial_dir = Path(exp.output_dir).resolve() / exp.name / f"trial-{trial.number}"
@@ -221,7 +220,7 @@ def _objective(
             _log_text("config/resolved.yaml", _yaml(texp.raw))
 
             data = prepare_data(texp, tokenizer)
-            model = load_model(texp.model, precision=texp.train.precision)
+            model = load_base_model(texp)
             single = len(objectives) == 1
 
             def on_interval(step: int, model: Any) -> bool:

@@ -5,15 +5,20 @@ Public API
     train(exp, model, tokenizer, data, *, out_dir=None, on_interval=None, verbose=True) -> TrainResult
     save(result, tokenizer, exp, out_dir) -> Path of the saved adapter or model
     train_and_save(exp, out_dir=None, *, verbose=True) -> (TrainResult, weights Path): `harness train`
+    load_base_model(exp): the base model as the experiment loads it (precision, attention kernel)
 
 What we add to `Trainer` (everything else is the library's):
 - batches come from our token-budget sampler (`batching.make_dataloader`): length-grouped with
   little padding, or packed where a varlen attention kernel exists, in a seeded order;
 - the loss is a mean over trained tokens of the whole optimizer step, not a mean of row means.
   Trainer counts `labels[..., 1:] != -100` over all micro-batches of a step (`num_items_in_batch`)
-  and the model divides its summed token loss by that count, so a long reply weighs by its tokens
-  and gradient accumulation gives the same loss as one big batch. Models whose forward takes no
-  loss kwargs get the same loss from `token_mean_loss`;
+  and our loss (`harness.loss`) divides the summed token loss by that count, so a long reply
+  weighs by its tokens and gradient accumulation gives the same loss as one big batch. It is
+  computed from the final hidden states in chunks (`train.loss_chunk_tokens`), so
+  full-vocabulary logits never exist for the whole micro-batch;
+- warmup steps are computed from `warmup_ratio` and the real number of optimizer steps (the
+  meaning of a float `warmup_steps` differs between transformers versions);
+- a memory preflight says before training whether the configuration fits the device;
 - every optimizer step's loss is read once: a NaN/inf loss ends the run with `status="nan"`
   (Trainer's own `logging_nan_inf_filter` would hide it), and `on_interval` lets a caller evaluate
   every `eval.interval` steps and stop a trial that is already bad (`status="pruned"`).
@@ -42,6 +47,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from harness.batching import (
     IGNORE_INDEX,
     choose_batching,
+    has_varlen_kernel,
     make_dataloader,
     plan_grouped,
     plan_packed,
@@ -50,7 +56,9 @@ from harness.batching import (
 from harness.config import Experiment, resolve_data_path
 from harness.data import build_mix, load_source
 from harness.errors import HarnessError
+from harness.loss import HIDDEN_STATE_INPUTS, chunked_loss_for, token_mean_loss
 from harness.masking import MaskAudit, check_stop_token, encode_examples
+from harness.memory import available_memory, plan_for, preflight
 from harness.models import device, load_model, load_tokenizer, train_dtype
 
 OnInterval = Callable[[int, Any], "bool | None"]
@@ -80,7 +88,11 @@ def prepare_data(exp: Experiment, tokenizer: Any) -> PreparedData:
     d = exp.data
     loaded = {
         s.name: load_source(
-            resolve_data_path(exp, s.path), name=s.name, format=s.format, on_bad_row=d.on_bad_row
+            resolve_data_path(exp, s.path),
+            name=s.name,
+            format=s.format,
+            on_bad_row=d.on_bad_row,
+            hub=s.hub_options(),
         )
         for s in d.sources
     }
@@ -91,7 +103,12 @@ def prepare_data(exp: Experiment, tokenizer: Any) -> PreparedData:
 
     def encode(items):
         return encode_examples(
-            tokenizer, items, d.max_length, train_on=d.train_on, overlong=d.overlong
+            tokenizer,
+            items,
+            d.max_length,
+            train_on=d.train_on,
+            overlong=d.overlong,
+            on_bad_row=d.on_bad_row,
         )
 
     if d.unit == "examples":
@@ -117,6 +134,7 @@ def prepare_data(exp: Experiment, tokenizer: Any) -> PreparedData:
             audit.end_of_turn = audit.end_of_turn or enc.audit.end_of_turn
             audit.sources.update(enc.audit.sources)
             audit.samples.update(enc.audit.samples)
+            audit.failures.extend(enc.audit.failures[: 5 - len(audit.failures)])
     if not rows:
         raise HarnessError(
             f"{exp.name}: no trainable rows after encoding (see data.max_length / data.overlong)"
@@ -166,6 +184,7 @@ class TrainResult:
     total_params: int = 0
     batching: str = "grouped"
     padding_fraction: float = 0.0
+    memory: dict = field(default_factory=dict)
     lineage: dict = field(default_factory=dict)
 
     @property
@@ -190,6 +209,8 @@ class TrainResult:
             "total_params": self.total_params,
             "batching": self.batching,
             "padding_fraction": round(self.padding_fraction, 6),
+            "memory_estimate_gib": self.memory.get("estimate_gib"),  # a metric in MLflow
+            "memory": self.memory,  # the preflight's breakdown and advice
             "loss_curve": self.loss_curve,
         }
 
@@ -211,7 +232,7 @@ def train(
     the caller evaluates the final model anyway); returning True stops with `status="pruned"`.
     """
     t = exp.train
-    mode = _batching_mode(t.batching, model)
+    mode = batching_mode(t.batching, model)
     loader = make_dataloader(
         data.rows,
         mode=mode,
@@ -226,15 +247,24 @@ def train(
         else plan_grouped(lengths, t.batch_tokens, seed=exp.seed)
     )
     plan = plan_stats(first_epoch, lengths, packed=mode == "packed")
-    bf16 = train_dtype(t.precision) == torch.bfloat16
+    dtype = train_dtype(t.precision)
+    memory = preflight(
+        plan_for(model, exp, max(lengths), dtype_bytes=dtype.itemsize), *available_memory()
+    )
+    if verbose and _is_main_process():
+        print(memory.line, flush=True)
     set_seed(exp.seed)  # before peft: LoRA's A matrices are initialised at random
     use_cache = getattr(model.config, "use_cache", None)
     model.config.use_cache = False  # packed rows are recognised only without a KV cache
+    if t.gradient_checkpointing:
+        _enable_gradient_checkpointing(model)
     model = _with_peft(model, exp)
+    loss = chunked_loss_for(model, t.loss_chunk_tokens)
     meter = _StepMeter()
     monitor = _Monitor(meter, model, exp, on_interval, verbose)
+    steps = optimizer_steps(len(loader), t.grad_accum, t.epochs, t.max_steps, _launched_ranks())
     with tempfile.TemporaryDirectory(prefix="harness-trainer-") as scratch:
-        args = _training_args(exp, out_dir or scratch, bf16)
+        args = _training_args(exp, out_dir or scratch, dtype == torch.bfloat16, steps)
         trainer = _SFTTrainer(
             model=model,
             args=args,
@@ -242,8 +272,11 @@ def train(
             callbacks=[monitor],
             loader=loader,
             meter=meter,
+            extra_inputs=HIDDEN_STATE_INPUTS if loss else {},
         )
-        if not trainer.model_accepts_loss_kwargs:
+        if loss is not None:
+            trainer.compute_loss_func = loss
+        elif not trainer.model_accepts_loss_kwargs:
             trainer.compute_loss_func = token_mean_loss
         for noisy in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(noisy)
@@ -273,20 +306,9 @@ def train(
         total_params=sum(p.numel() for p in model.parameters()),
         batching=mode,
         padding_fraction=plan["padding_fraction"],
+        memory=memory.to_dict(),
         lineage=data.lineage,
     )
-
-
-def token_mean_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None):
-    """Summed next-token cross-entropy over trained tokens / trained tokens of the whole step."""
-    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-    logits = logits[..., :-1, :].float().flatten(0, -2)
-    targets = labels[..., 1:].to(logits.device).flatten()
-    total = torch.nn.functional.cross_entropy(
-        logits, targets, ignore_index=IGNORE_INDEX, reduction="sum"
-    )
-    count = num_items_in_batch if num_items_in_batch is not None else targets.ne(-100).sum()
-    return total / count
 
 
 def _with_peft(model: Any, exp: Experiment) -> Any:
@@ -319,13 +341,56 @@ def _with_peft(model: Any, exp: Experiment) -> Any:
         raise HarnessError(f"peft: {str(e).splitlines()[0]}") from None
 
 
-def _batching_mode(setting: str, model: Any) -> str:
-    if setting != "auto":
-        return setting
-    return choose_batching(device(), getattr(model.config, "_attn_implementation", None))
+def _enable_gradient_checkpointing(model: Any) -> None:
+    """Recompute each decoder layer in backward (non-reentrant checkpoints). Input embeddings
+    are made to require grad so that checkpointed layers of a LoRA model, whose embeddings are
+    frozen, still pass gradients back (needed by reentrant checkpointing, harmless otherwise)."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise HarnessError(
+            f"train.gradient_checkpointing: {type(model).__name__} does not support it"
+        )
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.enable_input_require_grads()
 
 
-def _training_args(exp: Experiment, out_dir: str | Path, bf16: bool) -> TrainingArguments:
+def batching_mode(setting: str, model: Any) -> str:
+    """The batching mode for `train.batching` on this device; `packed` without a varlen kernel is refused: with SDPA or eager
+    attention a packed row is one attention problem, quadratic in its length."""
+    attn = getattr(model.config, "_attn_implementation", None)
+    if setting == "packed" and not has_varlen_kernel(device(), attn):
+        raise HarnessError(
+            f"train.batching: packed needs a varlen attention kernel on CUDA (set "
+            f"model_options.attn_implementation: flash_attention_2); this model runs {attn} on "
+            f"{device()}, where packing is slower than train.batching: grouped"
+        )
+    return choose_batching(device(), attn) if setting == "auto" else setting
+
+
+def optimizer_steps(
+    batches_per_epoch: int, grad_accum: int, epochs: float, max_steps: int | None, ranks: int
+) -> int:
+    """Optimizer steps of a run, as Trainer counts them: each rank gets ceil(batches / ranks)
+    batches per epoch (accelerate's even sharding), a step takes `grad_accum` of them (the last
+    step of an epoch may take fewer), and `max_steps` wins over epochs."""
+    if max_steps:
+        return max_steps
+    per_rank = math.ceil(batches_per_epoch / ranks)
+    per_epoch = max(math.ceil(per_rank / grad_accum), 1)
+    return math.ceil(epochs * per_epoch)
+
+
+def warmup_steps(ratio: float, total_steps: int) -> int:
+    """Warmup as a whole number of steps: an int means steps in every transformers version."""
+    return math.ceil(ratio * total_steps)
+
+
+def _training_args(
+    exp: Experiment, out_dir: str | Path, bf16: bool, total_steps: int
+) -> TrainingArguments:
     t = exp.train
     return TrainingArguments(
         output_dir=str(out_dir),
@@ -337,7 +402,7 @@ def _training_args(exp: Experiment, out_dir: str | Path, bf16: bool) -> Training
         num_train_epochs=t.epochs,
         max_steps=t.max_steps or -1,
         lr_scheduler_type="constant_with_warmup" if t.scheduler == "constant" else t.scheduler,
-        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a share of all steps
+        warmup_steps=warmup_steps(t.warmup_ratio, total_steps),
         bf16=bf16,
         use_cpu=device() == "cpu",
         seed=exp.seed,
@@ -366,7 +431,12 @@ class _StepMeter:
         ranks) each rank's loss is its tokens' share times world size (Trainer undoes DDP's
         gradient mean that way), so the ranks' sum over world size is the global loss."""
         if _world_size() > 1:
-            sums = torch.tensor([float(self.loss), float(self.tokens), float(self.trainable)])
+            where = reduction_device(torch.distributed.get_backend())
+            sums = torch.tensor(
+                [float(self.loss), float(self.tokens), float(self.trainable)],
+                dtype=torch.float64,
+                device=where,
+            )
             torch.distributed.all_reduce(sums)
             self.loss, self.tokens, self.trainable = sums[0] / _world_size(), sums[1], sums[2]
         loss = float(self.loss)
@@ -374,6 +444,21 @@ class _StepMeter:
         self.total_trainable += int(self.trainable)
         self.loss, self.tokens, self.trainable = 0.0, 0, 0
         return loss
+
+
+def reduction_device(backend: str, cuda_index: int | None = None) -> torch.device:
+    """Where a collective's tensor must live: NCCL reduces only CUDA tensors (this rank's GPU,
+    `cuda_index` or the current one), gloo and MPI CPU ones."""
+    if str(backend).lower() == "nccl":
+        index = torch.cuda.current_device() if cuda_index is None else cuda_index
+        return torch.device("cuda", index)
+    return torch.device("cpu")
+
+
+def _launched_ranks() -> int:
+    """Processes launched for this run (torchrun/accelerate set WORLD_SIZE before any process
+    group exists, which is when the step count is needed)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _world_size() -> int:
@@ -389,9 +474,11 @@ def _is_main_process() -> bool:
 class _SFTTrainer(Trainer):
     """Trainer with our token-budget batches and a per-step loss/token meter."""
 
-    def __init__(self, *args: Any, loader: Any, meter: _StepMeter, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, loader: Any, meter: _StepMeter, extra_inputs: dict, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self._loader, self._meter = loader, meter
+        self._loader, self._meter, self._extra_inputs = loader, meter, extra_inputs
 
     def get_train_dataloader(self):
         return self.accelerator.prepare(self._loader)
@@ -400,6 +487,7 @@ class _SFTTrainer(Trainer):
         mask = inputs.get("attention_mask")
         self._meter.tokens += mask.sum() if mask is not None else inputs["input_ids"].numel()
         self._meter.trainable += inputs["labels"][..., 1:].ne(IGNORE_INDEX).sum()
+        inputs = {**inputs, **self._extra_inputs}  # the chunked loss reads hidden states
         loss = super().training_step(model, inputs, num_items_in_batch)
         # each micro-batch's loss is already divided by the step's trained tokens: their sum is
         # the step's token mean
@@ -493,6 +581,15 @@ def default_out_dir(exp: Experiment) -> Path:
     return Path(exp.output_dir) / exp.name / f"train-{datetime.now():%Y%m%d-%H%M%S}"
 
 
+def load_base_model(exp: Experiment) -> Any:
+    """The experiment's base model, in its training precision and attention kernel."""
+    return load_model(
+        exp.model,
+        precision=exp.train.precision,
+        attn_implementation=exp.model_options.attn_implementation,
+    )
+
+
 def train_and_save(
     exp: Experiment, out_dir: str | Path | None = None, *, verbose: bool = True
 ) -> tuple[TrainResult, Path]:
@@ -500,7 +597,7 @@ def train_and_save(
     model, training, and saving to `out_dir` (default: `default_out_dir(exp)`)."""
     tokenizer = load_tokenizer(exp.model)
     data = prepare_data(exp, tokenizer)
-    model = load_model(exp.model, precision=exp.train.precision)
+    model = load_base_model(exp)
     result = train(exp, model, tokenizer, data, verbose=verbose)
     out = Path(out_dir) if out_dir else default_out_dir(exp)
     if not _is_main_process():  # under torchrun every rank holds the same weights

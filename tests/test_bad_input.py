@@ -44,6 +44,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toy_tiny) -> Iterat
         "    - {name: sft, path: data.jsonl}\n"
         "train: {max_steps: 1}\n"
         "eval: {suites: [target], limit: 2}\n"
+        "objectives: [{metric: target/accuracy}]\n"
         f"tracking_uri: sqlite:///{tmp_path / 'mlflow.db'}\n"
         f"storage: sqlite:///{tmp_path / 'optuna.db'}\n"
     )
@@ -152,6 +153,8 @@ def test_unknown_lm_eval_task(workdir, capsys):
         "eval.suites=[forgetting]",
         "--set",
         "eval.tasks=[no_such_task_xyz]",
+        "--set",
+        "objectives=[{metric: forgetting/delta}]",
     ]
     _fails(capsys, argv, "eval.tasks", "no_such_task_xyz")
     assert not (workdir / "runs").exists()

@@ -209,13 +209,11 @@ def test_on_interval_is_called_and_can_stop(tmp_path, base, tokenizer):
     assert "step 10" in result.reason
 
 
-def test_packed_batching_trains(tmp_path, base, tokenizer):
+def test_packed_batching_is_refused_without_a_varlen_kernel(tmp_path, base, tokenizer):
     _, data = base
     exp = load_experiment(write_exp(tmp_path, train={"batching": "packed", "max_steps": 5}))
-    result = train(exp, load_model("toy:tiny"), tokenizer, data, verbose=False)
-    assert result.status == "ok" and result.batching == "packed"
-    assert result.padding_fraction == 0.0
-    assert all(math.isfinite(loss) for _, loss in result.loss_curve)
+    with pytest.raises(HarnessError, match="train.batching: packed needs a varlen"):
+        train(exp, load_model("toy:tiny"), tokenizer, data, verbose=False)
 
 
 @pytest.mark.parametrize("peft", [True, False], ids=["adapter", "full"])
