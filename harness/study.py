@@ -190,7 +190,7 @@ def run_study(
     finished ones plus those running elsewhere are short of the target; then it waits for those
     (taking over any whose worker dies) before it returns. A trial failed because its worker died,
     or given back (Ctrl-C, an infrastructure error), is queued again and does not count; see
-    `_counted`.
+    `_progress`.
     """
     from harness import evaluate as ev
     from harness.lint import lint_experiment
@@ -226,13 +226,13 @@ def run_study(
     }
     with tracking.start_parent(exp, experiment_id, parent_params) as parent:
         _log_lint(lint)
-        print(f"study {exp.name}: {_counted(study)} of {target} trial(s) done")
+        print(f"study {exp.name}: {_progress(study)[0]} of {target} trial(s) done")
         deadline = time.monotonic() + exp.timeout if exp.timeout else None
         try:
             while True:
                 with _claim_lock(storage_url, rdb.engine):
                     _fail_stale_trials(study)
-                    done, running = _counted(study), _running(study)
+                    done, running = _progress(study)
                     if done >= target or (deadline is not None and time.monotonic() > deadline):
                         break
                     trial = study.ask() if done + running < target else None
@@ -265,9 +265,12 @@ def _check_resumable(storage: _Storage, name: str, objectives: list[tuple[str, s
     except KeyError:  # a new study
         return
     directions = [d.name.lower() for d in study.directions]
-    names = study.metric_names or [m for m, _ in objectives]
-    if len(names) != len(objectives) or list(zip(names, directions, strict=True)) != objectives:
-        was = ", ".join(f"{m} ({d})" for m, d in zip(names, directions, strict=True))
+    names = study.metric_names or ["?"] * len(directions)  # studies made by other tools
+    before = list(zip(names, directions, strict=True))
+    if len(before) != len(objectives) or any(
+        d != od or m not in ("?", om) for (m, d), (om, od) in zip(before, objectives, strict=True)
+    ):
+        was = ", ".join(f"{m} ({d})" for m, d in before)
         now = ", ".join(f"{m} ({d})" for m, d in objectives)
         raise HarnessError(
             f"study {name}: exists with objectives {was}, not {now}; "
@@ -313,27 +316,35 @@ def _uid(study: optuna.Study) -> str:
 def _run_trial(study: optuna.Study, storage: _Storage, trial: optuna.Trial, objective: Any) -> None:
     """Run one claimed trial with heartbeats and record its outcome. Ctrl-C or an infrastructure
     error (`retry.transient`) gives the trial back: failed, queued again, not counted."""
-    tell = retried(study.tell)
+
+    def tell(*args: Any, **kwargs: Any) -> None:
+        if storage.get_trial(trial._trial_id).state.is_finished():  # failed as stale meanwhile
+            print(f"trial {trial.number}: another worker took it over (heartbeats missed)")
+            return
+        retried(study.tell)(trial, *args, **kwargs)
+
     try:
         with _heartbeats(storage, trial._trial_id):
             values = objective(trial)
     except optuna.TrialPruned:
-        tell(trial, state=optuna.trial.TrialState.PRUNED)
+        tell(state=optuna.trial.TrialState.PRUNED)
     except KeyboardInterrupt:
         _give_back(study, storage, trial, "interrupted (Ctrl-C)")
         raise
     except Exception as e:
         if not transient(e):
-            tell(trial, state=optuna.trial.TrialState.FAIL)
+            tell(state=optuna.trial.TrialState.FAIL)
             return
         _give_back(study, storage, trial, redact(f"infrastructure error: {e}".splitlines()[0]))
     else:
         _drill("recorded")
-        tell(trial, values)
+        tell(values)
 
 
 def _give_back(study: optuna.Study, storage: _Storage, trial: optuna.Trial, reason: str) -> None:
     """Fail the trial and queue its parameters again, as for a trial whose worker died."""
+    if storage.get_trial(trial._trial_id).state.is_finished():  # failed as stale and requeued
+        return
     print(f"trial {trial.number}: given back to the study, to run again ({reason[:300]})")
     retried(trial.set_user_attr)("fail_reason", reason[:500])
     retried(study.tell)(trial, state=optuna.trial.TrialState.FAIL)
@@ -591,21 +602,24 @@ def _states(study: optuna.Study) -> dict[int, str]:
     return {t._trial_id: t.state.name for t in study.get_trials(deepcopy=False)}
 
 
-def _counted(study: optuna.Study) -> int:
-    """Finished trials toward `n_trials`: a trial killed with its worker and retried does not
-    count (its retry does), so a kill costs time, not a configuration of the grid."""
+def _progress(study: optuna.Study) -> tuple[int, int]:
+    """(finished trials toward `n_trials`, trials running now), from one read of the study (two
+    reads would miss a trial finishing between them). A trial killed with its worker or given
+    back and retried does not count (its retry does), so that costs time, not a grid point."""
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    return sum(t.state.is_finished() and t.number not in retried for t in trials)
-
-
-def _running(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+    done = sum(t.state.is_finished() and t.number not in retried for t in trials)
+    return done, sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
 
 
 def _fail_stale_trials(study: optuna.Study) -> None:
-    """Trials whose process died (no heartbeat) become FAIL now, not at the next optimize()."""
+    """Trials whose worker died (no heartbeat) become FAIL and are queued again, now."""
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     optuna.storages.fail_stale_trials(study)
+    failed = {t.number for t in study.get_trials(states=(optuna.trial.TrialState.FAIL,))}
+    for t in running:
+        if t.number in failed:
+            print(f"trial {t.number}: its worker stopped sending heartbeats; queued again")
 
 
 def _grid_size(exp: Experiment) -> int:
