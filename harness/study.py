@@ -252,7 +252,7 @@ def run_study(
                 )
         finally:  # also on Ctrl-C: MLflow agrees with Optuna on every finished trial
             tracking.reconcile(experiment_id, _uid(study), _states(study))
-        _log_study_summary(study, objectives)
+        retried(_log_study_summary)(study, objectives)
         outcome = StudyOutcome(study, experiment_id, parent.info.run_id, tracking_uri, storage_url)
     return outcome
 
