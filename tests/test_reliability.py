@@ -213,3 +213,27 @@ def test_a_trial_claimed_without_a_heartbeat_is_failed_and_retried(tmp_path):
     _fail_stale_trials(study)
     assert [t.state.name for t in study.get_trials()] == ["FAIL", "WAITING"]
     assert study.get_trials()[1].params == study.get_trials()[0].params
+
+
+def test_reconcile_touches_only_its_own_study(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient()
+    exp_id = client.create_experiment("same-name")
+
+    def trial_run(uid: str) -> str:
+        tags = {
+            tracking.ROLE: "trial",
+            tracking.STUDY: "same-name",
+            tracking.TRIAL: "0",
+            "optuna.trial_id": "1",
+            tracking.STUDY_UID: uid,
+        }
+        return client.create_run(exp_id, tags=tags).info.run_id
+
+    mine, elsewhere = trial_run("here"), trial_run("elsewhere")  # same name, number and id
+    assert tracking.reconcile(exp_id, "here", {1: "FAIL"}) == 1
+    assert client.get_run(mine).info.status == "KILLED"
+    assert client.get_run(mine).data.tags[tracking.STATE] == "FAIL"
+    assert client.get_run(elsewhere).info.status == "RUNNING"
