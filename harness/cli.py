@@ -1,5 +1,7 @@
 """Command-line verbs. Each verb parses its arguments, calls one function, prints, and maps
-errors to exit codes: 0 success, 1 a finding (regression, lint problems), 2 bad input."""
+errors to exit codes: 0 success, 1 a finding (regression, lint problems), 2 bad input (a
+`HarnessError`: one line per problem), 3 an internal error (a bug: one line, the traceback with
+`--debug`), 130 interrupted. Every line printed for an error has its credentials redacted."""
 
 from __future__ import annotations
 
@@ -9,8 +11,9 @@ import sys
 import traceback
 
 from harness.errors import HarnessError
+from harness.redact import redact
 
-EXIT_OK, EXIT_FINDING, EXIT_ERROR = 0, 1, 2
+EXIT_OK, EXIT_FINDING, EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def _judge_check(args: argparse.Namespace) -> int:
@@ -312,16 +315,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = args.debug or bool(os.environ.get("HARNESS_DEBUG"))
     try:
         return args.func(args)
     except HarnessError as e:
-        if args.debug or os.environ.get("HARNESS_DEBUG"):
+        if debug:
             traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
+        for line in str(e).splitlines() or [""]:
+            print(f"error: {redact(line)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as e:  # a bug: say so in one line, not a page of traceback
+        if debug:
+            traceback.print_exc()
+        what = redact(f"{type(e).__name__}: {e}".splitlines()[0])[:300]
+        print(
+            f"error: internal error ({what}); run with --debug for the traceback",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

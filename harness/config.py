@@ -245,13 +245,36 @@ class SearchSpace(_Strict):
                 raise ValueError(f"{self.type} search needs low < high")
             if self.log and self.low <= 0:
                 raise ValueError("log-scale search needs low > 0")
+            if self.log and self.step is not None:
+                raise ValueError(
+                    "log-scale search cannot have a step (Optuna takes one or the other)"
+                )
         elif not self.choices:
             raise ValueError(f"{self.type} search needs a non-empty 'choices' list")
         return self
 
 
+# Fields that define the study itself (where it lives, how it searches, what it judges by): a
+# trial cannot vary them. `model` is here because the base model is evaluated once per study.
+NOT_SEARCHABLE = (
+    "name",
+    "model",
+    "search",
+    "objectives",
+    "constraints",
+    "sampler",
+    "pruner",
+    "n_trials",
+    "timeout",
+    "storage",
+    "tracking_uri",
+    "output_dir",
+    "thresholds",
+)
+
+
 class Experiment(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
     seed: int = 0
     model: str = Field("toy", description="HF path or local dir, 'toy' (demo size) or 'toy:tiny'")
     model_options: ModelOptions = Field(default_factory=ModelOptions)
@@ -267,9 +290,13 @@ class Experiment(_Strict):
     n_trials: int = Field(4, ge=1)
     timeout: float | None = Field(None, gt=0, description="seconds for the whole study")
     storage: str | None = Field(
-        None, description="Optuna storage URL; default sqlite next to the tracking db"
+        None,
+        description="Optuna storage URL; default sqlite next to a sqlite tracking db, else "
+        "beside the experiment file (a relative sqlite path: against the working directory)",
     )
-    tracking_uri: str = "sqlite:///mlflow.db"
+    tracking_uri: str = Field(
+        "sqlite:///mlflow.db", description="a relative sqlite path: against the working directory"
+    )
     save_models: bool = False
     output_dir: str = Field("runs", description="where trial models/records go (relative: to cwd)")
     thresholds: dict[str, float] = Field(default_factory=dict, description="gate thresholds")
@@ -288,11 +315,20 @@ class Experiment(_Strict):
 
     @model_validator(mode="after")
     def _check_search(self) -> Experiment:
+        """Every search problem at once, one line each (pydantic lists field problems itself)."""
         raw = self.model_dump()
+        problems = []
         for path in self.search:
-            get_path(raw, path)  # raises for a path that names nothing
+            try:
+                if path.split(".")[0] in NOT_SEARCHABLE:
+                    raise ValueError(f"'{path}' is a setting of the study, not of a trial")
+                get_path(raw, path)  # raises for a path that names nothing
+            except ValueError as e:
+                problems.append(f"search: {e}")
         if self.sampler == "grid" and any(s.type != "grid" for s in self.search.values()):
-            raise ValueError("sampler 'grid' needs every search dimension to be type: grid")
+            problems.append("sampler 'grid' needs every search dimension to be type: grid")
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     @property
@@ -407,15 +443,18 @@ def _field_path(loc: tuple, raw: dict) -> str:
 
 
 def format_validation_error(err: ValidationError, raw: dict, source: str) -> str:
-    """One line: `<file>: <field.path>: <reason>` (+ how many more problems there are)."""
-    first = err.errors()[0]
-    loc = tuple(x for x in first["loc"] if not (isinstance(x, str) and x.startswith("function-")))
-    field = _field_path(loc, raw) or "(top level)"
-    template = _REASONS.get(first["type"])
-    reason = template.format(**first.get("ctx", {})) if template else first["msg"]
-    reason = reason.removeprefix("Value error, ")
-    more = len(err.errors()) - 1
-    return f"{source}: {field}: {reason}" + (f" (and {more} more problem(s))" if more else "")
+    """Every problem, one line each: `<file>: <field.path>: <reason>`."""
+    lines = []
+    for problem in err.errors():
+        loc = tuple(
+            x for x in problem["loc"] if not (isinstance(x, str) and x.startswith("function-"))
+        )
+        field = _field_path(loc, raw)
+        template = _REASONS.get(problem["type"])
+        reason = template.format(**problem.get("ctx", {})) if template else problem["msg"]
+        for line in reason.removeprefix("Value error, ").splitlines():
+            lines.append(f"{source}: {field}: {line}" if field else f"{source}: {line}")
+    return "\n".join(dict.fromkeys(lines))
 
 
 def validate(raw: dict, source: str, base_dir: Path) -> Experiment:
@@ -442,7 +481,9 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     if not path.is_file():
         raise HarnessError(f"{path}: experiment file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise HarnessError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -485,16 +526,19 @@ def resolve_data_path(exp: Experiment, path: str) -> str:
 
 
 def resolve_tracking_uri(uri: str) -> str:
-    """`sqlite:///relative.db` → absolute, so runs from any folder land in one database."""
+    """`sqlite:///relative.db` → absolute against the working directory (where `harness report`
+    and `harness gate` look by default), so later commands from elsewhere find the same file."""
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         return prefix + str(Path(uri[len(prefix) :]).resolve())
     return uri
 
 
-def default_storage(tracking_uri: str) -> str:
-    """Optuna storage next to the tracking database (`mlflow.db` → `optuna.db`)."""
+def default_storage(tracking_uri: str, base_dir: Path) -> str:
+    """Optuna storage next to a sqlite tracking database (`mlflow.db` → `optuna.db`); with a
+    tracking server, `optuna.db` beside the experiment file (`base_dir`), not wherever the
+    command happens to run."""
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith("sqlite:///"):
         return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).with_name("optuna.db"))
-    return "sqlite:///" + str(Path("optuna.db").resolve())
+    return "sqlite:///" + str((base_dir / "optuna.db").resolve())

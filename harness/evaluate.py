@@ -201,17 +201,23 @@ def stop_strings(tokenizer, model=None) -> list[str]:
 @contextlib.contextmanager
 def _quiet_lm_eval() -> Iterator[None]:
     """lm-eval logs every step at INFO; keep its warnings, drop the "not a str" note that
-    passing a model object always triggers."""
+    passing a model object always triggers, and the "fatal: not a git repository" its git
+    probe prints outside a checkout (we record the commit ourselves)."""
     if os.environ.get("HARNESS_DEBUG"):
         yield
         return
+    import lm_eval.evaluator
+
     loggers = {"lm_eval": logging.WARNING, "lm_eval.models.huggingface": logging.ERROR}
     before = {name: logging.getLogger(name).level for name in loggers}
     for name, level in loggers.items():
         logging.getLogger(name).setLevel(level)
+    probe = lm_eval.evaluator.get_git_commit_hash
+    lm_eval.evaluator.get_git_commit_hash = lambda: None
     try:
         yield
     finally:
+        lm_eval.evaluator.get_git_commit_hash = probe
         for name, level in before.items():
             logging.getLogger(name).setLevel(level)
 

@@ -9,10 +9,16 @@ study goes on. The same study name resumes the same study and the same MLflow pa
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import os
+import signal
+import threading
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +34,13 @@ from harness.config import (
     with_params,
 )
 from harness.errors import HarnessError
+from harness.files import locked
+from harness.redact import redact
+from harness.retry import retried, transient
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# We run trials with ask/tell under our own claim lock and heartbeat thread (`run_study`).
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 # A trial whose process died is failed after 3 missed heartbeats (tests shorten the interval).
 HEARTBEAT_SECONDS = int(os.environ.get("HARNESS_HEARTBEAT_SECONDS", "10"))
 
@@ -47,20 +58,49 @@ class StudyOutcome:
 # ---------------------------------------------------------------- Optuna pieces
 
 
-def storage_for(exp: Experiment, override: str | None = None):
-    """The study's RDB storage. A trial whose worker died (no heartbeat for 3 intervals) is
-    failed and queued once more with the same parameters: a kill is not the trial's fault."""
-    url = override or exp.storage or default_storage(exp.tracking_uri)
+class _Storage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage, plus one rule: a RUNNING trial with no heartbeat at all (its worker
+    died between claiming it and its first heartbeat) is stale once it is older than the grace
+    period. Optuna's own check skips such trials, which left them RUNNING forever."""
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        from datetime import datetime, timedelta
+
+        import sqlalchemy.orm
+        from optuna.storages._rdb import models
+
+        stale = super()._get_stale_trial_ids(study_id)
+        grace = timedelta(seconds=self.grace_period or 2 * (self.heartbeat_interval or 0))
+        with sqlalchemy.orm.Session(self.engine) as session:
+            silent = [
+                (t.trial_id, t.datetime_start)
+                for t in session.query(models.TrialModel)
+                .filter(models.TrialModel.study_id == study_id)
+                .filter(models.TrialModel.state == optuna.trial.TrialState.RUNNING)
+                .filter(~models.TrialModel.heartbeats.any())
+            ]
+        now = datetime.now()  # datetime_start reads back as naive local time
+        return stale + [i for i, start in silent if start is None or now - start > grace]
+
+
+def storage_for(exp: Experiment, override: str | None = None) -> tuple[_Storage, str]:
+    """The study's RDB storage. A trial whose worker died (no heartbeat for 3 intervals) or that
+    was given back (Ctrl-C, an infrastructure error) is failed and queued again with the same
+    parameters, up to 3 times: that is not the configuration's fault."""
+    url = resolve_tracking_uri(
+        override or exp.storage or default_storage(exp.tracking_uri, exp.base_dir)
+    )
     for attempt in range(3):  # workers starting together race to create the tables
         try:
-            return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=3 * HEARTBEAT_SECONDS,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=1
-                ),
-            ), url
+            with _claim_lock(url):
+                return _Storage(
+                    url,
+                    heartbeat_interval=HEARTBEAT_SECONDS,
+                    grace_period=3 * HEARTBEAT_SECONDS,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=3
+                    ),
+                ), url
         except Exception as e:  # unreachable server, bad URL, missing driver
             if attempt == 2 or "already exists" not in str(e) and "UNIQUE" not in str(e):
                 reason = str(e).splitlines()[0][:200]
@@ -69,17 +109,39 @@ def storage_for(exp: Experiment, override: str | None = None):
     raise AssertionError("unreachable")
 
 
+@contextmanager
+def _claim_lock(url: str, engine: Any = None) -> Iterator[None]:
+    """Workers take turns to fail stale trials and claim the next one, so no trial is claimed
+    or retried twice. sqlite ignores Optuna's row locks: a lock file beside the database (one
+    machine). PostgreSQL: a session advisory lock. Other servers rely on Optuna's row locks."""
+    if url.startswith("sqlite:///"):
+        with locked(url[len("sqlite:///") :] + ".lock"):
+            yield
+        return
+    if engine is None or engine.dialect.name != "postgresql":
+        yield
+        return
+    import sqlalchemy
+
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _LOCK_KEY})
+        try:
+            yield
+        finally:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
+            conn.commit()
+
+
+_LOCK_KEY = 0x5F7_4A2E  # any fixed number: one lock per PostgreSQL database
+
+
 def _constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
     return trial.user_attrs.get("constraints", [1.0])
 
 
 def make_sampler(exp: Experiment) -> optuna.samplers.BaseSampler:
     constraints = _constraints if exp.constraints else None
-    if exp.sampler == "grid":
-        return optuna.samplers.GridSampler(
-            {name: space.choices for name, space in exp.search.items()}, seed=exp.seed
-        )
-    if exp.sampler == "random":
+    if exp.sampler in ("grid", "random"):  # grid: its points are queued up front (_open_study)
         return optuna.samplers.RandomSampler(seed=exp.seed)
     if exp.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=exp.seed, constraints_func=constraints)
@@ -107,6 +169,11 @@ def objectives_of(exp: Experiment) -> list[tuple[str, str]]:
     """(metric, direction) pairs; without objectives, keep forgetting low (`forgetting/delta`)."""
     if exp.objectives:
         return [(o.metric, o.direction) for o in exp.objectives]
+    if "forgetting" not in exp.eval.suites:
+        raise HarnessError(
+            "objectives: none given, and the default (forgetting/delta) needs the forgetting "
+            "suite in eval.suites; add it there or declare objectives"
+        )
     return [("forgetting/delta", "maximize")]
 
 
@@ -118,10 +185,12 @@ def run_study(
 ) -> StudyOutcome:
     """Create or resume the study and run trials until `n_trials` have finished (any state).
 
-    Any number of workers may run this on one study (shared RDB storage). A worker stops
-    starting trials once the finished ones plus those other workers are running reach the
-    target, then waits for those (taking over any whose worker dies) before it returns. A trial
-    failed because its worker died is retried once and does not count; see `_counted`.
+    Any number of workers may run this on one study (shared RDB storage). Under the claim lock
+    (`_claim_lock`) a worker fails stale trials, counts, and claims the next trial only while the
+    finished ones plus those running elsewhere are short of the target; then it waits for those
+    (taking over any whose worker dies) before it returns. A trial failed because its worker died,
+    or given back (Ctrl-C, an infrastructure error), is queued again and does not count; see
+    `_progress`.
     """
     from harness import evaluate as ev
     from harness.lint import lint_experiment
@@ -129,7 +198,7 @@ def run_study(
     from harness.suites import check_metric_names, load_suites
     from harness.train import prepare_data
 
-    # Everything that would fail every trial fails here, once, before the study exists.
+    # Everything that would fail every trial fails here, once, before any training.
     objectives = objectives_of(exp)
     dataset = ev.resolve_dataset(exp.eval.dataset, exp.model)
     check_metric_names(
@@ -138,6 +207,8 @@ def run_study(
         dataset,
         extra_tasks=exp.eval.tasks,
     )
+    rdb, storage_url = storage_for(exp, storage)
+    _check_resumable(rdb, exp.name, objectives)
     tokenizer = load_tokenizer(exp.model)
     prepare_data(exp, tokenizer)
     lint = lint_experiment(exp)
@@ -145,21 +216,9 @@ def run_study(
     print(f"study {exp.name}: base model {exp.model}; computing or loading its cached eval results")
     base = ev.evaluate_base(exp.model, exp.eval.suites, exp.eval, dataset)
 
-    rdb, storage_url = storage_for(exp, storage)
-    study = optuna.create_study(
-        study_name=exp.name,
-        storage=rdb,
-        load_if_exists=True,
-        directions=[d for _, d in objectives],
-        sampler=make_sampler(exp),
-        pruner=make_pruner(exp),
-    )
-    study.set_metric_names([m for m, _ in objectives])
-
+    study = _open_study(exp, rdb, storage_url, objectives)
     tracking_uri = resolve_tracking_uri(exp.tracking_uri)
     experiment_id = tracking.setup(exp)
-    _fail_stale_trials(study)
-    tracking.reconcile(experiment_id, exp.name, _states(study))
     target = n_trials if n_trials is not None else exp.n_trials
     if exp.sampler == "grid" and n_trials is None:
         target = min(target, _grid_size(exp))
@@ -174,26 +233,157 @@ def run_study(
     }
     with tracking.start_parent(exp, experiment_id, parent_params) as parent:
         _log_lint(lint)
-        print(f"study {exp.name}: {_counted(study)} of {target} trial(s) done")
+        print(f"study {exp.name}: {_progress(study)[0]} of {target} trial(s) done")
         deadline = time.monotonic() + exp.timeout if exp.timeout else None
-        while _counted(study) < target and (deadline is None or time.monotonic() < deadline):
-            _fail_stale_trials(study)
-            if _counted(study) + _running(study) >= target:
-                time.sleep(HEARTBEAT_SECONDS)  # other workers run the last trials
-                continue
-            study.optimize(
-                lambda trial: _objective(
-                    trial, exp, tokenizer, base, dataset, experiment_id, objectives
-                ),
-                n_trials=1,
-                timeout=None if deadline is None else max(deadline - time.monotonic(), 0),
-                catch=(Exception,),
-                gc_after_trial=True,
-            )
-        tracking.reconcile(experiment_id, exp.name, _states(study))
-        _log_study_summary(study, objectives)
+        try:
+            while True:
+                with _claim_lock(storage_url, rdb.engine):
+                    _fail_stale_trials(study)
+                    done, running = _progress(study)
+                    if done >= target or (deadline is not None and time.monotonic() > deadline):
+                        break
+                    trial = study.ask() if done + running < target else None
+                    if trial is not None:
+                        _drill("claimed")
+                        rdb.record_heartbeat(trial._trial_id)
+                if trial is None:
+                    time.sleep(HEARTBEAT_SECONDS)  # other workers run the last trials
+                    continue
+                _run_trial(
+                    study,
+                    rdb,
+                    trial,
+                    lambda trial: _objective(
+                        trial, exp, tokenizer, base, dataset, experiment_id, objectives
+                    ),
+                )
+        finally:  # also on Ctrl-C: MLflow agrees with Optuna on every finished trial
+            tracking.reconcile(experiment_id, _uid(study), _states(study))
+        retried(_log_study_summary)(study, objectives)
         outcome = StudyOutcome(study, experiment_id, parent.info.run_id, tracking_uri, storage_url)
     return outcome
+
+
+def _check_resumable(storage: _Storage, name: str, objectives: list[tuple[str, str]]) -> None:
+    """An existing study keeps its objectives: resuming with others would mix incomparable
+    trials (and Optuna refuses mid-way), so say so now, before any evaluation."""
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:  # a new study
+        return
+    directions = [d.name.lower() for d in study.directions]
+    names = study.metric_names or ["?"] * len(directions)  # studies made by other tools
+    before = list(zip(names, directions, strict=True))
+    if len(before) != len(objectives) or any(
+        d != od or m not in ("?", om) for (m, d), (om, od) in zip(before, objectives, strict=True)
+    ):
+        was = ", ".join(f"{m} ({d})" for m, d in before)
+        now = ", ".join(f"{m} ({d})" for m, d in objectives)
+        raise HarnessError(
+            f"study {name}: exists with objectives {was}, not {now}; "
+            "keep them, or choose a new study name"
+        )
+
+
+def _open_study(
+    exp: Experiment, storage: _Storage, url: str, objectives: list[tuple[str, str]]
+) -> optuna.Study:
+    """Create or load the study; under the claim lock, give it its identity (`_uid`) and queue
+    every grid point once, so workers claim grid points instead of each sampling its own."""
+    import uuid
+
+    with _claim_lock(url, storage.engine):
+        study = optuna.create_study(
+            study_name=exp.name,
+            storage=storage,
+            load_if_exists=True,
+            directions=[d for _, d in objectives],
+            sampler=make_sampler(exp),
+            pruner=make_pruner(exp),
+        )
+        if not study.metric_names:
+            study.set_metric_names([m for m, _ in objectives])
+        if _UID not in study.user_attrs:
+            study.set_user_attr(_UID, uuid.uuid4().hex)
+        if exp.sampler == "grid":
+            names = list(exp.search)
+            for point in itertools.product(*(exp.search[n].choices or [] for n in names)):
+                study.enqueue_trial(dict(zip(names, point, strict=True)), skip_if_exists=True)
+    return study
+
+
+_UID = "harness.uid"
+
+
+def _uid(study: optuna.Study) -> str:
+    """The study's identity in MLflow tags: two studies may share a name, never a uid."""
+    return study.user_attrs[_UID]
+
+
+def _run_trial(study: optuna.Study, storage: _Storage, trial: optuna.Trial, objective: Any) -> None:
+    """Run one claimed trial with heartbeats and record its outcome. Ctrl-C or an infrastructure
+    error (`retry.transient`) gives the trial back: failed, queued again, not counted."""
+
+    def tell(*args: Any, **kwargs: Any) -> None:
+        if storage.get_trial(trial._trial_id).state.is_finished():  # failed as stale meanwhile
+            print(f"trial {trial.number}: another worker took it over (heartbeats missed)")
+            return
+        retried(study.tell)(trial, *args, **kwargs)
+
+    try:
+        with _heartbeats(storage, trial._trial_id):
+            values = objective(trial)
+    except optuna.TrialPruned:
+        tell(state=optuna.trial.TrialState.PRUNED)
+    except KeyboardInterrupt:
+        _give_back(study, storage, trial, "interrupted (Ctrl-C)")
+        raise
+    except Exception as e:
+        if not transient(e):
+            tell(state=optuna.trial.TrialState.FAIL)
+            return
+        _give_back(study, storage, trial, redact(f"infrastructure error: {e}".splitlines()[0]))
+    else:
+        _drill("recorded")
+        tell(values)
+
+
+def _give_back(study: optuna.Study, storage: _Storage, trial: optuna.Trial, reason: str) -> None:
+    """Fail the trial and queue its parameters again, as for a trial whose worker died."""
+    if storage.get_trial(trial._trial_id).state.is_finished():  # failed as stale and requeued
+        return
+    print(f"trial {trial.number}: given back to the study, to run again ({reason[:300]})")
+    retried(trial.set_user_attr)("fail_reason", reason[:500])
+    retried(study.tell)(trial, state=optuna.trial.TrialState.FAIL)
+    requeue = storage.get_heartbeat_stale_trial_callback()
+    retried(requeue)(study, storage.get_trial(trial._trial_id))
+
+
+@contextmanager
+def _heartbeats(storage: _Storage, trial_id: int) -> Iterator[None]:
+    """Record the trial's heartbeat every interval while it runs. A failed write (a locked
+    database) is only a missed beat; three in a row and other workers take the trial over."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            with contextlib.suppress(Exception):  # a missed beat: the next one tries again
+                storage.record_heartbeat(trial_id)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _drill(phase: str) -> None:
+    """Fault drills (tests/test_drills.py): `HARNESS_TEST_KILL_AT=<phase>` kills this worker
+    with SIGKILL at that point of a trial, where no outside observer could time it."""
+    if os.environ.get("HARNESS_TEST_KILL_AT") == phase:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _objective(
@@ -211,7 +401,9 @@ def _objective(
     params = {name: suggest(trial, name, space) for name, space in exp.search.items()}
     trial_dir = Path(exp.output_dir).resolve() / exp.name / f"trial-{trial.number}"
     started = time.time()
-    with tracking.start_trial(exp, experiment_id, trial.number, trial._trial_id) as run:
+    with tracking.start_trial(
+        exp, experiment_id, trial.number, trial._trial_id, _uid(trial.study)
+    ) as run:
         trial.set_user_attr("mlflow_run_id", run.info.run_id)
         tracking.log_params({f"trial.{k}": v for k, v in params.items()})
         try:
@@ -231,6 +423,7 @@ def _objective(
                 trial.report(score, step)
                 return trial.should_prune()
 
+            _drill("training")
             result = train(texp, model, tokenizer, data, on_interval=on_interval, verbose=False)
             _log_training(result, data.lineage, tokenizer, texp)
             if result.status == "pruned":
@@ -239,6 +432,7 @@ def _objective(
             if result.status != "ok":
                 raise HarnessError(result.reason or f"training ended with status {result.status}")
 
+            _drill("evaluating")
             evaluation = ev.evaluate(
                 result.model,
                 tokenizer,
@@ -273,7 +467,7 @@ def _objective(
             print(f"trial {trial.number}: pruned ({time.time() - started:.0f}s)")
             raise
         except Exception as e:
-            reason = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+            reason = redact(f"{type(e).__name__}: {e}".splitlines()[0])[:500]
             trial.set_user_attr("fail_reason", reason)
             tracking.end_run("FAIL", reason)
             print(f"trial {trial.number}: FAILED — {reason}")
@@ -368,7 +562,7 @@ def _log_lint(lint: Any) -> None:
 def _log_text(path: str, text: str) -> None:
     import mlflow
 
-    mlflow.log_text(text, path)
+    mlflow.log_text(redact(text), path)
 
 
 def _yaml(data: dict) -> str:
@@ -411,24 +605,28 @@ def _versions() -> dict[str, str]:
 
 
 def _states(study: optuna.Study) -> dict[int, str]:
-    return {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
+    """Trial states by Optuna trial id (unique across the storage, unlike numbers)."""
+    return {t._trial_id: t.state.name for t in study.get_trials(deepcopy=False)}
 
 
-def _counted(study: optuna.Study) -> int:
-    """Finished trials toward `n_trials`: a trial killed with its worker and retried does not
-    count (its retry does), so a kill costs time, not a configuration of the grid."""
+def _progress(study: optuna.Study) -> tuple[int, int]:
+    """(finished trials toward `n_trials`, trials running now), from one read of the study (two
+    reads would miss a trial finishing between them). A trial killed with its worker or given
+    back and retried does not count (its retry does), so that costs time, not a grid point."""
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    return sum(t.state.is_finished() and t.number not in retried for t in trials)
-
-
-def _running(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+    done = sum(t.state.is_finished() and t.number not in retried for t in trials)
+    return done, sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
 
 
 def _fail_stale_trials(study: optuna.Study) -> None:
-    """Trials whose process died (no heartbeat) become FAIL now, not at the next optimize()."""
+    """Trials whose worker died (no heartbeat) become FAIL and are queued again, now."""
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     optuna.storages.fail_stale_trials(study)
+    failed = {t.number for t in study.get_trials(states=(optuna.trial.TrialState.FAIL,))}
+    for t in running:
+        if t.number in failed:
+            print(f"trial {t.number}: its worker stopped sending heartbeats; queued again")
 
 
 def _grid_size(exp: Experiment) -> int:
@@ -464,14 +662,20 @@ def _log_study_summary(study: optuna.Study, objectives: list[tuple[str, str]]) -
 
 
 def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The best trial, or the Pareto front for several objectives; with constraints, Optuna
-    counts feasible trials only (none feasible: an empty list)."""
-    if not any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
-        return []
-    try:
-        return study.best_trials if len(study.directions) > 1 else [study.best_trial]
-    except ValueError:  # every complete trial violates a constraint
-        return []
+    """The best completed trial, or the Pareto front for several objectives, by the report's
+    rule (`report.best_trials`): among trials that satisfy every constraint, or among all
+    completed ones when none does. Every sampler gets the same rule (Optuna's own applies
+    constraints only for samplers that take them)."""
+    from harness.report import pareto_front
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    feasible = [t for t in complete if all(v <= 0 for v in t.user_attrs.get("constraints", []))]
+    pool = feasible or complete
+    if len(study.directions) == 1 and pool:
+        up = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        return [(max if up else min)(pool, key=lambda t: t.value)]
+    maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
+    return [pool[i] for i in pareto_front([t.values for t in pool], maximize)]
 
 
 def _print_trial(
@@ -513,10 +717,10 @@ def print_table(outcome: StudyOutcome, exp: Experiment) -> None:
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
     console.print("* best trial (the Pareto front when there are several objectives)")
-    console.print(f"MLflow: mlflow ui --backend-store-uri {outcome.tracking_uri}")
+    console.print(f"MLflow: mlflow ui --backend-store-uri {redact(outcome.tracking_uri)}")
     if outcome.report_dir:
         console.print(f"report: {outcome.report_dir}/report.html (and report.md)")
-    console.print(f"Optuna storage: {outcome.storage}")
+    console.print(f"Optuna storage: {redact(outcome.storage)}")
 
 
 def _short(path: str) -> str:

@@ -21,8 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import Experiment, resolve_tracking_uri
+from harness.files import locked
+from harness.redact import redact
+from harness.retry import retried
 
 ROLE, STUDY, TRIAL, STATE = "harness.role", "harness.study", "harness.trial", "harness.state"
+STUDY_UID = "harness.study_uid"  # one Optuna study, wherever it lives (names can repeat)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-./ ]")
 
 
@@ -73,13 +77,11 @@ def _first_open_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
-    import fcntl
-
-    with open(uri[len("sqlite:///") :] + ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked(uri[len("sqlite:///") :] + ".lock"):
         yield
 
 
+@retried
 def find_parent(experiment_id: str, study_name: str) -> str | None:
     """The study's earliest parent run; run id breaks ties, so every worker agrees."""
     runs = client().search_runs(
@@ -116,14 +118,21 @@ def start_parent(exp: Experiment, experiment_id: str, params: dict[str, Any]):
     return run
 
 
-def start_trial(exp: Experiment, experiment_id: str, number: int, trial_id: int):
+@retried
+def start_trial(exp: Experiment, experiment_id: str, number: int, trial_id: int, study_uid: str):
     import mlflow
 
     return mlflow.start_run(
         experiment_id=experiment_id,
         run_name=f"trial-{number}",
         nested=True,
-        tags={ROLE: "trial", STUDY: exp.name, TRIAL: str(number), "optuna.trial_id": str(trial_id)},
+        tags={
+            ROLE: "trial",
+            STUDY: exp.name,
+            TRIAL: str(number),
+            "optuna.trial_id": str(trial_id),
+            STUDY_UID: study_uid,
+        },
     )
 
 
@@ -143,13 +152,15 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+@retried
 def log_params(params: dict[str, Any]) -> None:
+    """Values as text, credentials redacted (a storage URL may carry a password)."""
     import mlflow
 
     clean = {}
     for k, v in params.items():
         text = v if isinstance(v, str) else json.dumps(v, default=str)
-        clean[safe_name(k)[:250]] = text[:5000]
+        clean[safe_name(k)[:250]] = redact(text)[:5000]
     mlflow.log_params(clean)
 
 
@@ -167,6 +178,7 @@ def log_curve(name: str, curve: list[tuple[int, float]]) -> None:
     _log_batch((name, v, s) for s, v in curve)
 
 
+@retried
 def _log_batch(points: Any) -> None:
     """(name, value, step) points to the active run: finite values only, in batches MLflow takes."""
     import mlflow
@@ -183,6 +195,7 @@ def _log_batch(points: Any) -> None:
         client().log_batch(run_id, metrics=batch[i : i + 900])
 
 
+@retried
 def log_records(records: dict[str, list[dict]]) -> None:
     """Per-sample eval records: JSONL (for pairing in reports and the gate) and MLflow tables
     (for browsing in the UI)."""
@@ -205,32 +218,39 @@ def _cell(value: Any) -> Any:
     )
 
 
+@retried
 def end_run(state: str, reason: str | None = None) -> None:
     """Tag the Optuna outcome and close the active run (FAIL → FAILED, PRUNED → KILLED)."""
     import mlflow
 
     mlflow.set_tag(STATE, state)
     if reason:
-        mlflow.set_tag("harness.fail_reason", reason[:5000])
+        mlflow.set_tag("harness.fail_reason", redact(reason)[:5000])
     status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
     mlflow.end_run(status=status)
 
 
-def reconcile(experiment_id: str, study_name: str, trial_states: dict[int, str]) -> int:
-    """Close child runs left RUNNING by a killed process: once Optuna no longer holds their trial
-    as RUNNING (it failed it, e.g. through its heartbeat), the run is marked KILLED. Returns how
-    many were closed."""
+@retried
+def reconcile(experiment_id: str, study_uid: str, trial_states: dict[int, str]) -> int:
+    """Make MLflow agree with Optuna on every finished trial of this study (`study_uid`; a study
+    of the same name elsewhere is left alone): a run left RUNNING by a killed process, a run
+    ended COMPLETE whose process died before Optuna recorded it, a run cut short by Ctrl-C. Such
+    runs take Optuna's state and become KILLED. `trial_states` maps Optuna trial ids to states;
+    returns how many runs changed."""
     c = client()
-    closed = 0
+    changed = 0
     runs = c.search_runs(
         [experiment_id],
-        filter_string=f"tags.`{ROLE}` = 'trial' and tags.`{STUDY}` = '{study_name}' and attributes.status = 'RUNNING'",
+        filter_string=f"tags.`{ROLE}` = 'trial' and tags.`{STUDY_UID}` = '{study_uid}'",
+        max_results=50000,
     )
     for run in runs:
-        number = int(run.data.tags.get(TRIAL, -1))
-        state = trial_states.get(number)
-        if state is not None and state != "RUNNING":
-            c.set_tag(run.info.run_id, STATE, state)
-            c.set_terminated(run.info.run_id, status="KILLED")
-            closed += 1
-    return closed
+        state = trial_states.get(int(run.data.tags.get("optuna.trial_id", -1)))
+        if state in (None, "RUNNING", "WAITING"):
+            continue
+        if run.info.status != "RUNNING" and run.data.tags.get(STATE) == state:
+            continue
+        c.set_tag(run.info.run_id, STATE, state)
+        c.set_terminated(run.info.run_id, status="FINISHED" if state == "COMPLETE" else "KILLED")
+        changed += 1
+    return changed

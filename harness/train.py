@@ -56,6 +56,7 @@ from harness.batching import (
 from harness.config import Experiment, resolve_data_path
 from harness.data import build_mix, load_source
 from harness.errors import HarnessError
+from harness.files import replaced_atomically, write_atomic
 from harness.loss import HIDDEN_STATE_INPUTS, chunked_loss_for, token_mean_loss
 from harness.masking import MaskAudit, check_stop_token, encode_examples
 from harness.memory import available_memory, plan_for, preflight
@@ -565,14 +566,14 @@ def save(result: TrainResult, tokenizer: Any, exp: Experiment, out_dir: str | Pa
     A diverged run (`status="nan"`) keeps its config, lineage and result but no weights.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "resolved_config.yaml").write_text(yaml.safe_dump(exp.raw, sort_keys=False))
-    (out / "data_lineage.json").write_text(json.dumps(result.lineage, indent=2))
-    (out / "train_result.json").write_text(json.dumps(result.summary(), indent=2))
+    write_atomic(out / "resolved_config.yaml", yaml.safe_dump(exp.raw, sort_keys=False))
+    write_atomic(out / "data_lineage.json", json.dumps(result.lineage, indent=2))
+    write_atomic(out / "train_result.json", json.dumps(result.summary(), indent=2))
     weights = out / ("adapter" if exp.peft.enabled else "model")
     if result.status != "nan":
-        result.model.save_pretrained(weights)
-        tokenizer.save_pretrained(weights)
+        with replaced_atomically(weights) as tmp:  # a crash never leaves half a model
+            result.model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
     return weights
 
 

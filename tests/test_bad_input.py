@@ -208,3 +208,38 @@ def test_debug_shows_the_traceback(workdir, capsys):
     err = capsys.readouterr().err
     assert code == EXIT_ERROR
     assert "Traceback" in err and "absent.yaml" in err.splitlines()[-1]
+
+
+def test_default_objective_needs_the_forgetting_suite(workdir, capsys):
+    _write_jsonl(workdir / "data.jsonl", [GOOD] * 4)
+    argv = ["run", str(workdir / "exp.yaml"), "--set", "objectives=[]"]
+    _fails(capsys, argv, "objectives", "forgetting/delta", "eval.suites")
+    assert not (workdir / "runs").exists()
+
+
+def test_resuming_with_other_objectives_fails_before_evaluating(workdir, capsys):
+    import optuna
+
+    _write_jsonl(workdir / "data.jsonl", [GOOD] * 4)
+    storage = f"sqlite:///{workdir / 'optuna.db'}"
+    earlier = optuna.create_study(study_name="bad-input", storage=storage, direction="maximize")
+    earlier.set_metric_names(["target/accuracy"])
+    other = "objectives=[{metric: target/accuracy, direction: minimize}]"
+    code = main(["run", str(workdir / "exp.yaml"), "--set", other])
+    out, err = capsys.readouterr()
+    assert code == EXIT_ERROR, err
+    assert err.strip().splitlines() == [
+        "error: study bad-input: exists with objectives target/accuracy (maximize), not "
+        "target/accuracy (minimize); keep them, or choose a new study name"
+    ]
+    assert "base model" not in out  # refused before the base evaluation
+
+
+def test_storage_password_is_never_printed(workdir, capsys):
+    pytest.importorskip("psycopg2")
+    _write_jsonl(workdir / "data.jsonl", [GOOD] * 4)
+    url = "postgresql+psycopg2://user:hunter2@127.0.0.1:1/db"
+    line = _fails(
+        capsys, ["run", str(workdir / "exp.yaml"), "--storage", url], "user:***@127.0.0.1"
+    )
+    assert "hunter2" not in line

@@ -165,3 +165,21 @@ def test_recipe_hash_tracks_settings(monkeypatch):
 def test_unknown_size_is_a_one_line_error():
     with pytest.raises(HarnessError, match="toy size 'huge' is unknown"):
         toy_build.build_toy_world("huge")
+
+
+def test_build_never_deletes_a_folder_it_did_not_make(tmp_path, monkeypatch):
+    micro = dataclasses.replace(
+        toy_build.SIZES["tiny"], steps=2, n_pretrain_docs=50, warmup_steps=1
+    )
+    monkeypatch.setitem(toy_build.SIZES, "micro", micro)
+    mine = tmp_path / "work"
+    (mine / "notes").mkdir(parents=True)
+    (mine / "notes" / "thesis.txt").write_text("years of work")
+    with pytest.raises(HarnessError, match="not a toy world build"):
+        toy_build.build_toy_world("micro", out=mine, force=True, verbose=False)
+    assert (mine / "notes" / "thesis.txt").read_text() == "years of work"
+
+    built = toy_build.build_toy_world("micro", out=tmp_path / "toy", verbose=False)
+    (built.path / "stale.txt").write_text("from the previous build")
+    again = toy_build.build_toy_world("micro", out=built.path, force=True, verbose=False)
+    assert again.manifest["size"] == "micro" and not (built.path / "stale.txt").exists()

@@ -4,6 +4,7 @@ resume and multi-worker tests."""
 from __future__ import annotations
 
 import os
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -46,10 +47,19 @@ def grid_study_yaml(
 
 
 def harness_env() -> dict[str, str]:
-    """One thread per worker and a 1 s heartbeat, so a dead worker's trial is stale after 3 s."""
+    """One thread per worker and a 2 s heartbeat, so a dead worker's trial is stale after 6 s
+    (a restarted worker takes longer than that to start), while a live worker on a loaded
+    2-core machine never misses three beats in a row."""
     return os.environ | {
         "OMP_NUM_THREADS": "1",
-        "HARNESS_HEARTBEAT_SECONDS": "1",
+        "HARNESS_HEARTBEAT_SECONDS": "2",
         "MLFLOW_ENABLE_TELEMETRY": "false",
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def start_worker(cmd: list[str], cwd: Path) -> subprocess.Popen:
+    """A `harness run` worker with `harness_env()`, its output (stdout and stderr) piped as text."""
+    return subprocess.Popen(
+        cmd, cwd=cwd, env=harness_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )

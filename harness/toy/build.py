@@ -142,6 +142,11 @@ def build_toy_world(
     target = Path(out) if out else cache_root() / "toy" / f"{size}-{recipe_hash(size)}"
     if (target / "manifest.json").exists() and not force:
         return ToyWorld(target)
+    if target.exists() and not _replaceable(target):
+        raise HarnessError(
+            f"--out {target}: exists and is not a toy world build; "
+            "choose a new or empty folder (nothing was deleted)"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -156,6 +161,19 @@ def build_toy_world(
     if verbose:
         print(summary(world))
     return world
+
+
+def _replaceable(path: Path) -> bool:
+    """A rebuild may replace an empty folder or an earlier toy build (its manifest names a
+    recipe), never anything else: `--out .` must not wipe a working directory."""
+    if not path.is_dir():
+        return False
+    if not any(path.iterdir()):
+        return True
+    try:
+        return "recipe_hash" in json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def summary(world: ToyWorld) -> str:
