@@ -167,6 +167,9 @@ class Experiment(_Strict):
     sampler: Literal["tpe", "grid", "random", "nsga2"] = "tpe"
     pruner: Literal["median", "hyperband", "none"] = "median"
     n_trials: int = Field(4, ge=1)
+    replicates: int = Field(
+        1, ge=1, description="runs of each sampled configuration, with seeds seed, seed+1, ..."
+    )
     timeout: float | None = Field(None, gt=0, description="seconds for the whole study")
     storage: str | None = Field(
         None, description="Optuna storage URL; default sqlite next to the tracking db"
@@ -193,6 +196,8 @@ class Experiment(_Strict):
         raw = self.model_dump()
         for path in self.search:
             get_path(raw, path)  # raises for a path that names nothing
+        if self.replicates > 1 and "seed" in self.search:
+            raise ValueError("search: 'seed' cannot be searched when replicates > 1 sets it")
         if self.sampler == "grid" and any(s.type != "grid" for s in self.search.values()):
             raise ValueError("sampler 'grid' needs every search dimension to be type: grid")
         return self

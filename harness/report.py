@@ -224,6 +224,10 @@ def load_records(client: Any, run_id: str, suites: Sequence[str] | None = None) 
 
 @dataclass
 class Trial:
+    """One sampled configuration. With replicates, `metrics` are the mean over its replicate
+    runs (`run_ids`, first replicate first; `run_id` is the first) and `spread` their standard
+    deviation."""
+
     number: int | None
     state: str  # COMPLETE | PRUNED | FAIL | RUNNING | ...
     run_id: str | None
@@ -231,6 +235,8 @@ class Trial:
     metrics: dict[str, float] = field(default_factory=dict)
     values: list[float] | None = None
     fail_reason: str | None = None
+    run_ids: list[str] = field(default_factory=list)
+    spread: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -246,6 +252,11 @@ class Study:
     constraints: list[Constraint]
     notes: list[str]  # caveats about what was found
     picked: str | None = None  # the study's own choice (tag harness.best_trials)
+    base: dict[str, float] = field(default_factory=dict)  # the base model's metrics
+
+    @property
+    def replicated(self) -> bool:
+        return any(len(t.run_ids) > 1 for t in self.trials)
 
     @property
     def partial(self) -> bool:
@@ -348,6 +359,42 @@ def _int_or_none(x: Any) -> int | None:
         return None
 
 
+def _trial_from_runs(runs: list[Any]) -> Trial:
+    """A trial from its replicate runs: metrics averaged over the replicates that logged them;
+    the state is the worst of theirs (a failed replicate fails the trial)."""
+    import statistics
+
+    runs = sorted(runs, key=lambda r: _int_or_none(r.data.tags.get("replicate")) or 0)
+    states = [
+        r.data.tags.get("harness.state")
+        or ("RUNNING" if r.info.status == "RUNNING" else r.info.status)
+        for r in runs
+    ]
+    state = next((s for s in ("FAIL", "FAILED", "RUNNING", "PRUNED") if s in states), states[0])
+    names = {m for r in runs for m in r.data.metrics}
+    values = {m: [r.data.metrics[m] for r in runs if m in r.data.metrics] for m in names}
+    first = runs[0]
+    return Trial(
+        number=_int_or_none(first.data.tags.get("harness.trial")),
+        state=state,
+        run_id=first.info.run_id,
+        fail_reason=next(
+            (
+                r.data.tags["harness.fail_reason"]
+                for r in runs
+                if r.data.tags.get("harness.fail_reason")
+            ),
+            None,
+        ),
+        params={
+            k[len("trial.") :]: v for k, v in first.data.params.items() if k.startswith("trial.")
+        },
+        metrics={m: statistics.fmean(v) for m, v in values.items()},
+        run_ids=[r.info.run_id for r in runs],
+        spread={m: statistics.stdev(v) for m, v in values.items() if len(v) > 1},
+    )
+
+
 def load_study(name: str, tracking_uri: str, exp: Experiment | None = None) -> Study:
     """Read the latest parent run of study `name`, its child trial runs and trials.json."""
     client = client_for(tracking_uri)
@@ -376,21 +423,14 @@ def load_study(name: str, tracking_uri: str, exp: Experiment | None = None) -> S
         children = client.search_runs([eid], "tags.`harness.role` = 'trial'", max_results=5000)
         notes.append("no study (parent) run found; the report lists every trial run.")
 
-    trials: dict[str, Trial] = {}
+    by_trial: dict[str, list[Any]] = {}  # a trial's replicate runs, by trial number
     for run in children:
-        tags = run.data.tags
-        status = run.info.status
-        state = tags.get("harness.state") or ("RUNNING" if status == "RUNNING" else status)
-        trials[run.info.run_id] = Trial(
-            number=_int_or_none(tags.get("harness.trial")),
-            state=state,
-            run_id=run.info.run_id,
-            fail_reason=tags.get("harness.fail_reason"),
-            params={
-                k[len("trial.") :]: v for k, v in run.data.params.items() if k.startswith("trial.")
-            },
-            metrics=dict(run.data.metrics),
-        )
+        number = run.data.tags.get("harness.trial")
+        by_trial.setdefault(number if number is not None else run.info.run_id, []).append(run)
+    trials: dict[str, Trial] = {}
+    for runs in by_trial.values():
+        trial = _trial_from_runs(runs)
+        trials[trial.run_id] = trial
 
     listed = _trials_json(client, parent.info.run_id) if parent is not None else None
     if parent is not None and listed is None:
@@ -433,6 +473,11 @@ def load_study(name: str, tracking_uri: str, exp: Experiment | None = None) -> S
         constraints=constraints,
         notes=notes,
         picked=parent.data.tags.get("harness.best_trials") if parent is not None else None,
+        base={
+            k[len("base/") :]: v
+            for k, v in (parent.data.metrics if parent is not None else {}).items()
+            if k.startswith("base/")
+        },
     )
 
 
@@ -495,6 +540,28 @@ def best_trials(study: Study) -> tuple[list[Trial], str]:
     return [pool[i] for i in front], f"Pareto-optimal on {names} {how}."
 
 
+def pool_replicates(replicates: list[list[dict]]) -> list[dict]:
+    """One record per item, its `score` averaged over the replicate runs of a configuration.
+
+    How replicates are pooled for a paired comparison (against the base, or between
+    configurations): items are matched by (task, id) across replicates, each item's score
+    becomes its mean over the seeds (a fraction where the seeds disagree), and the comparison
+    pairs these per-item means. Seed-to-seed disagreement on an item thus widens the interval;
+    a shift shared by every item of one seed is visible in the replicate spread shown beside
+    it. An item missing from any replicate is left out, so every mean covers the same seeds.
+    """
+    if len(replicates) == 1:
+        return replicates[0]
+    keyed = [{(r.get("task"), str(r.get("id"))): r for r in rows} for rows in replicates]
+    common = [k for k in keyed[0] if all(k in other for other in keyed[1:])]
+    pooled = []
+    for key in common:
+        scores = [float(rows[key]["score"]) for rows in keyed if rows[key].get("score") is not None]
+        if len(scores) == len(keyed):
+            pooled.append(keyed[0][key] | {"score": sum(scores) / len(scores)})
+    return pooled
+
+
 def forgetting_by_task(records: list[dict]) -> list[dict]:
     """Per-task accuracy vs the base model on the same items, with the paired interval."""
     by_task: dict[str, list[dict]] = {}
@@ -528,13 +595,23 @@ def forgetting_by_task(records: list[dict]) -> list[dict]:
 # ---------------------------------------------------------------- plots
 
 
-def _plot_pareto(trials: list[Trial], x: str, y: str, front_ids: set[str]) -> bytes | None:
+def _plot_pareto(
+    trials: list[Trial], x: str, y: str, front_ids: set[str], base: dict[str, float]
+) -> bytes | None:
     pts = [t for t in trials if t.state == "COMPLETE" and x in t.metrics and y in t.metrics]
     if not pts:
         return None
     fig, ax = new_figure(figsize=(6, 4.5))
+    if x in base and y in base:  # the reference every trial should be read against
+        ax.scatter(base[x], base[y], marker="*", s=160, c="black", zorder=4, label="base model")
+        ax.annotate("base", (base[x], base[y]), textcoords="offset points", xytext=(6, -10),
+                    fontsize=8)  # fmt: skip
+        ax.legend(fontsize=8, loc="best")
     for t in pts:
         on_front = t.run_id in front_ids
+        if x in t.spread and y in t.spread:  # replicates: ± one standard deviation
+            ax.errorbar(t.metrics[x], t.metrics[y], xerr=t.spread[x], yerr=t.spread[y],
+                        fmt="none", ecolor="grey", lw=0.8, zorder=2)  # fmt: skip
         ax.scatter(
             t.metrics[x],
             t.metrics[y],
@@ -642,6 +719,23 @@ def _with_interval(metrics: dict[str, float], name: str) -> str:
     )
 
 
+_INTERVALS = (
+    "Row 'base' is the base model before SFT. Intervals are 95% (Wilson for rates, paired "
+    "bootstrap for deltas) over a single run's items."
+)
+_REPLICATES = (
+    " A trial with several runs (replicates: the same configuration at seeds seed, seed+1, ...)"
+    " shows the replicate mean ± the standard deviation across replicates (seed noise)."
+)
+
+
+def _metric_cell(t: Trial, name: str) -> str:
+    """A trial's metric: mean ± sd over replicates, or one run's value with its interval."""
+    if name in t.spread:
+        return f"{fmt_num(t.metrics[name])} ± {fmt_num(t.spread[name])}"
+    return _with_interval(t.metrics, name)
+
+
 def _key_metrics(study: Study) -> list[str]:
     seen = {m for t in study.trials for m in t.metrics}
     wanted = [m for m, _ in _objectives(study)] + [c.metric for c in study.constraints]
@@ -707,9 +801,13 @@ def study_blocks(study: Study) -> list[Block]:
             ok, problems = _feasible(t, study.constraints)
             rows.append(
                 [_trial_label(t), (t.run_id or "")[:8]]
-                + [_with_interval(t.metrics, m) for m, _ in objectives]
+                + [_metric_cell(t, m) for m, _ in objectives]
                 + ["all satisfied" if ok else "; ".join(problems)]
                 + [", ".join(f"{k}={_short(v)}" for k, v in sorted(t.params.items()))]
+            )
+        if study.base:
+            rows.append(
+                ["base", ""] + [_with_interval(study.base, m) for m, _ in objectives] + ["", ""]
             )
         blocks.append(Table(headers, rows))
     if study.picked:
@@ -735,20 +833,25 @@ def study_blocks(study: Study) -> list[Block]:
         }
     )
     keys = _key_metrics(study)
-    headers = ["trial", "state", "run"] + params
+    runs = ["runs"] if study.replicated else []
+    headers = ["trial", "state", "run", *runs, *params]
     headers += [m[len("mix/") : -len("/share")] + " share" for m in mixes] + keys + ["note"]
     rows = []
+    if study.base:
+        blank = [""] * (len(runs) + len(params) + len(mixes))
+        rows.append(["base", "", "", *blank, *(_with_interval(study.base, m) for m in keys), ""])
     for t in study.trials:
         rows.append(
             [_trial_label(t), t.state, (t.run_id or "")[:8]]
+            + ([str(len(t.run_ids))] if runs else [])
             + [_short(t.params[p]) if p in t.params else "" for p in params]
             + [fmt_num(t.metrics[m]) if m in t.metrics else "" for m in mixes]
-            + [_with_interval(t.metrics, m) for m in keys]
+            + [_metric_cell(t, m) for m in keys]
             + [t.fail_reason or ""]
         )
     blocks.append(Table(headers, rows))
     if keys:
-        blocks.append(Para("Intervals are 95% (Wilson for rates, paired bootstrap for deltas)."))
+        blocks.append(Para(_INTERVALS + (_REPLICATES if study.replicated else "")))
 
     # Pareto front
     target = next((m for m, d in objectives if d == "maximize" and m != "forgetting/delta"), None)
@@ -759,7 +862,7 @@ def study_blocks(study: Study) -> list[Block]:
         t for t in study.trials if t.state == "COMPLETE" and x in t.metrics and target in t.metrics
     ]
     front = pareto_front([[t.metrics[x], t.metrics[target]] for t in pts], [True, True])
-    png = _plot_pareto(study.trials, x, target, {pts[i].run_id for i in front})
+    png = _plot_pareto(study.trials, x, target, {pts[i].run_id for i in front}, study.base)
     if png:
         blocks.append(Plot("pareto", f"{target} vs {x}", png))
         blocks.append(Para("On the front: " + ", ".join(_trial_label(pts[i]) for i in front) + "."))
@@ -802,7 +905,9 @@ def _forgetting_blocks(study: Study, best: list[Trial]) -> list[Block]:
     for t in study.trials:
         if t.state != "COMPLETE" or not t.run_id:
             continue
-        records = load_records(client, t.run_id, ["forgetting"]).get("forgetting", [])
+        records = pool_replicates(
+            [load_records(client, r, ["forgetting"]).get("forgetting", []) for r in t.run_ids]
+        )
         per_task = forgetting_by_task(records)
         if not per_task:  # no per-item base scores: the logged summaries, without intervals
             tasks = sorted(
@@ -836,8 +941,15 @@ def _forgetting_blocks(study: Study, best: list[Trial]) -> list[Block]:
                 )
     if not rows:
         return [Para("No forgetting results from completed trials yet.")]
-    headers = ["trial", "task", "n", "base acc", "acc", "delta", "95% paired CI", "p (McNemar)"]
-    return [Table(headers, rows), *plots]
+    headers = ["trial", "task", "n", "base acc", "acc", "delta", "95% paired CI", "p"]
+    pooled = [
+        Para(
+            "Replicated trials: each item's score is its mean over the replicates (seeds), "
+            "paired with the base by item; p is McNemar's for single runs, a sign-flip test "
+            "for pooled scores."
+        )
+    ]
+    return [Table(headers, rows), *(pooled if study.replicated else []), *plots]
 
 
 def _resolve_target(

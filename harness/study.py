@@ -1,9 +1,10 @@
 """`harness run`: an Optuna study whose every trial is trained, judged on behaviour and logged.
 
-One trial, top to bottom: sample parameters → resolve the experiment with them → build the data
-mix → masked SFT (at each eval interval the objective, measured on a few items, goes to the
-pruner) → full eval suites against the cached base model → MLflow child run. A trial that fails (NaN loss,
-out of memory, a sample that breaks validation) is recorded as failed with its reason, and the
+One trial, top to bottom: sample parameters → for each replicate (seed, seed+1, ...): resolve
+the experiment with them → build the data mix → masked SFT (at each eval interval the objective,
+measured on a few items, goes to the pruner) → full eval suites against the cached base model →
+its own MLflow child run; Optuna gets the replicate mean. A trial that fails (NaN loss, out of
+memory, a sample that breaks validation) is recorded as failed with its reason, and the
 study goes on. The same study name resumes the same study and the same MLflow parent run.
 """
 
@@ -13,7 +14,7 @@ import functools
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ class StudyOutcome:
     tracking_uri: str
     storage: str
     report_dir: Path | None = None
+    base: dict[str, float] = field(default_factory=dict)  # the base model's eval summary
 
 
 # ---------------------------------------------------------------- Optuna pieces
@@ -165,8 +167,10 @@ def run_study(
         "study.storage": storage_url,
         "study.model": exp.model,
     }
+    setup = _Setup(exp, tokenizer, base, dataset, experiment_id, objectives)
     with tracking.start_parent(exp, experiment_id, parent_params) as parent:
         _log_lint(lint)
+        tracking.log_metrics({f"base/{k}": v for k, v in base.summary.items() if k.count("/") == 1})
         print(f"study {exp.name}: {_counted(study)} of {target} trial(s) done")
         deadline = time.monotonic() + exp.timeout if exp.timeout else None
         while _counted(study) < target and (deadline is None or time.monotonic() < deadline):
@@ -175,9 +179,7 @@ def run_study(
                 time.sleep(HEARTBEAT_SECONDS)  # other workers run the last trials
                 continue
             study.optimize(
-                lambda trial: _objective(
-                    trial, exp, tokenizer, base, dataset, experiment_id, objectives
-                ),
+                functools.partial(_objective, setup=setup),
                 n_trials=1,
                 timeout=None if deadline is None else max(deadline - time.monotonic(), 0),
                 catch=(Exception,),
@@ -185,42 +187,102 @@ def run_study(
             )
         tracking.reconcile(experiment_id, exp.name, _states(study))
         _log_study_summary(study, objectives)
-        outcome = StudyOutcome(study, experiment_id, parent.info.run_id, tracking_uri, storage_url)
+        outcome = StudyOutcome(
+            study, experiment_id, parent.info.run_id, tracking_uri, storage_url, base=base.summary
+        )
     return outcome
 
 
-def _objective(
-    trial: optuna.Trial,
-    exp: Experiment,
-    tokenizer: Any,
-    base: Any,
-    dataset: str,
-    experiment_id: str,
-    objectives: list[tuple[str, str]],
-) -> float | list[float]:
+@dataclass(frozen=True)
+class _Setup:
+    """What every trial of a study shares (made once, before the study starts)."""
+
+    exp: Experiment
+    tokenizer: Any
+    base: Any  # the base model's EvalResult
+    dataset: str
+    experiment_id: str
+    objectives: list[tuple[str, str]]
+
+
+def _objective(trial: optuna.Trial, setup: _Setup) -> float | list[float]:
+    """One trial: sample a configuration, run it `replicates` times (seeds seed, seed+1, ...),
+    and give Optuna the replicate mean of each objective and constraint."""
+    exp, objectives = setup.exp, setup.objectives
+    params = {name: suggest(trial, name, space) for name, space in exp.search.items()}
+    config = tracking.config_id(params)
+    trial.set_user_attr("config_id", config)
+    started = time.time()
+    replicates: list[dict] = []
+    for replicate in range(exp.replicates):
+        replicates.append({"replicate": replicate, "seed": exp.seed + replicate})
+        summary = _run_replicate(trial, setup, params, config, replicates)
+        replicates[-1]["summary"] = {k: v for k, v in summary.items() if _headline(k)}
+        trial.set_user_attr("replicates", replicates)
+    summary, spread = mean_summary([r["summary"] for r in replicates])
+    trial.set_user_attr("summary", summary)
+    if spread:
+        trial.set_user_attr("summary_sd", spread)
+    if exp.constraints:
+        trial.set_user_attr(
+            "constraints", [c.violation(_metric(summary, c.metric)) for c in exp.constraints]
+        )
+    _print_trial(trial.number, params, summary, objectives, time.time() - started, len(replicates))
+    values = [summary[m] for m, _ in objectives]
+    return values[0] if len(values) == 1 else values
+
+
+def mean_summary(summaries: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Replicate mean of each headline metric, and (for two or more replicates) its sample
+    standard deviation: the seed noise an effect between configurations is judged against."""
+    import statistics
+
+    names = [k for k in summaries[0] if _headline(k) and all(k in s for s in summaries)]
+    mean = {k: statistics.fmean(s[k] for s in summaries) for k in names}
+    if len(summaries) < 2:
+        return mean, {}
+    return mean, {k: statistics.stdev(s[k] for s in summaries) for k in names}
+
+
+def _run_replicate(
+    trial: optuna.Trial, setup: _Setup, params: dict[str, Any], config: str, replicates: list
+) -> dict[str, float]:
+    """Train and evaluate the last of `replicates` in its own MLflow child run; returns its
+    eval summary. Only the first replicate reports to the pruner (Optuna keeps one value per
+    step), so a pruned trial has one run."""
     from harness import evaluate as ev
     from harness.models import load_model
     from harness.train import prepare_data, save, train
 
-    params = {name: suggest(trial, name, space) for name, space in exp.search.items()}
-    trial_dir = Path(exp.output_dir).resolve() / exp.name / f"trial-{trial.number}"
+    exp, tokenizer, objectives = setup.exp, setup.tokenizer, setup.objectives
+    replicate, seed = replicates[-1]["replicate"], replicates[-1]["seed"]
+    name = f"trial-{trial.number}" + (f".{replicate}" if exp.replicates > 1 else "")
+    trial_dir = Path(exp.output_dir).resolve() / exp.name / name
     started = time.time()
-    with tracking.start_trial(exp, experiment_id, trial.number, trial._trial_id) as run:
-        trial.set_user_attr("mlflow_run_id", run.info.run_id)
+    with tracking.start_trial(
+        exp, setup.experiment_id, trial.number, trial._trial_id, config=config, replicate=replicate
+    ) as run:
+        if replicate == 0:
+            trial.set_user_attr("mlflow_run_id", run.info.run_id)
+        replicates[-1]["mlflow_run_id"] = run.info.run_id
+        trial.set_user_attr("replicates", replicates)
         tracking.log_params({f"trial.{k}": v for k, v in params.items()})
         try:
-            texp = with_params(exp, params)
+            texp = with_params(exp, {**params, "seed": seed} if exp.replicates > 1 else params)
             tracking.log_params({f"cfg.{k}": v for k, v in tracking.flatten(texp.raw).items()})
             _log_text("config/resolved.yaml", _yaml(texp.raw))
 
             data = prepare_data(texp, tokenizer)
             model = load_model(texp.model, precision=texp.train.precision)
-            single = len(objectives) == 1
+            prunes = len(objectives) == 1 and replicate == 0  # Optuna prunes single objectives
 
             def on_interval(step: int, model: Any) -> bool:
-                score = _interim_objective(model, tokenizer, texp, dataset, base, objectives[0][0])
-                tracking.log_metrics({f"interim/{objectives[0][0]}": score}, step=step)
-                if not single:  # Optuna prunes single-objective studies only
+                metric = objectives[0][0]
+                score = _interim_objective(
+                    model, tokenizer, texp, setup.dataset, setup.base, metric
+                )
+                tracking.log_metrics({f"interim/{metric}": score}, step=step)
+                if not prunes:
                     return False
                 trial.report(score, step)
                 return trial.should_prune()
@@ -238,8 +300,8 @@ def _objective(
                 tokenizer,
                 texp.eval.suites,
                 eval_config=texp.eval,
-                dataset=dataset,
-                base=base,
+                dataset=setup.dataset,
+                base=setup.base,
                 out_dir=trial_dir / "eval",
             )
             tracking.log_metrics(evaluation.summary)
@@ -247,21 +309,11 @@ def _objective(
             if texp.save_models:
                 weights = save(result, tokenizer, texp, trial_dir)
                 tracking.log_params({"saved_model": str(weights)})
-            values = [_metric(evaluation.summary, m) for m, _ in objectives]
-            if exp.constraints:
-                trial.set_user_attr(
-                    "constraints",
-                    [c.violation(_metric(evaluation.summary, c.metric)) for c in exp.constraints],
-                )
-            trial.set_user_attr(
-                "summary", {k: v for k, v in evaluation.summary.items() if _headline(k)}
-            )
+            for metric in [m for m, _ in objectives] + [c.metric for c in exp.constraints]:
+                _metric(evaluation.summary, metric)  # a metric the study needs is missing: fail
             tracking.log_metrics({"trial/seconds": time.time() - started})
             tracking.end_run("COMPLETE")
-            _print_trial(
-                trial.number, params, evaluation.summary, objectives, time.time() - started
-            )
-            return values[0] if len(values) == 1 else values
+            return evaluation.summary
         except optuna.TrialPruned:
             print(f"trial {trial.number}: pruned ({time.time() - started:.0f}s)")
             raise
@@ -443,6 +495,9 @@ def _log_study_summary(study: optuna.Study, objectives: list[tuple[str, str]]) -
             "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
             "fail_reason": t.user_attrs.get("fail_reason"),
             "summary": t.user_attrs.get("summary", {}),
+            "summary_sd": t.user_attrs.get("summary_sd", {}),
+            "config_id": t.user_attrs.get("config_id"),
+            "replicates": t.user_attrs.get("replicates", []),
             "constraints": t.user_attrs.get("constraints"),
         }
         for t in study.get_trials(deepcopy=False)
@@ -468,13 +523,14 @@ def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def _print_trial(
-    number: int, params: dict, summary: dict, objectives: list, seconds: float
+    number: int, params: dict, summary: dict, objectives: list, seconds: float, replicates: int
 ) -> None:
     shown = ", ".join(
         f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
     )
     values = ", ".join(f"{m}={summary.get(m, float('nan')):.3f}" for m, _ in objectives)
-    print(f"trial {number}: {values} ({shown}) in {seconds:.0f}s")
+    pooled = f", mean of {replicates} replicates" if replicates > 1 else ""
+    print(f"trial {number}: {values} ({shown}{pooled}) in {seconds:.0f}s")
 
 
 _TABLE_METRICS = {
@@ -503,19 +559,30 @@ def print_table(outcome: StudyOutcome, exp: Experiment) -> None:
     ):
         table.add_column(header, no_wrap=True)
     best = {t.number for t in best_trials(study)}
+    blank = [""] * (1 + len(exp.search))
+    table.add_row("base", *blank, *(_cell(outcome.base, {}, m) for m in _TABLE_METRICS))
     for t in study.get_trials(deepcopy=False):
-        summary = t.user_attrs.get("summary", {})
+        summary, spread = t.user_attrs.get("summary", {}), t.user_attrs.get("summary_sd", {})
         cells = [f"{t.number}{' *' if t.number in best else ''}", t.state.name.lower()]
         cells += [str(t.params.get(name, "")) for name in exp.search]
-        cells += [f"{summary[m]:.3f}" if m in summary else "" for m in _TABLE_METRICS]
+        cells += [_cell(summary, spread, m) for m in _TABLE_METRICS]
         table.add_row(*cells)
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
     console.print("* best trial (the Pareto front when there are several objectives)")
+    if exp.replicates > 1:
+        console.print(f"metrics: mean ± standard deviation over {exp.replicates} replicates")
     console.print(f"MLflow: mlflow ui --backend-store-uri {outcome.tracking_uri}")
     if outcome.report_dir:
         console.print(f"report: {outcome.report_dir}/report.html (and report.md)")
     console.print(f"Optuna storage: {outcome.storage}")
+
+
+def _cell(summary: dict[str, float], spread: dict[str, float], metric: str) -> str:
+    if metric not in summary:
+        return ""
+    sd = f"±{spread[metric]:.3f}" if metric in spread else ""
+    return f"{summary[metric]:.3f}{sd}"
 
 
 def _short(path: str) -> str:

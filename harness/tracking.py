@@ -3,8 +3,9 @@
 Layout (what reports and the gate read back):
 - parent run: tags `harness.role=study`, `harness.study=<name>`; metrics `best/<metric>`;
   artifact `study/trials.json`.
-- child run: tags `harness.role=trial`, `harness.study`, `harness.trial`, `harness.state`,
-  `optuna.trial_id`; params `trial.<path>` (sampled) and `cfg.<path>` (all resolved settings);
+- child run (one per replicate of a trial): tags `harness.role=trial`, `harness.study`,
+  `harness.trial`, `harness.state`, `optuna.trial_id`, `config_id` (a hash of the sampled
+  parameters, equal across replicates and across studies) and `replicate` (0, 1, ...); params `trial.<path>` (sampled) and `cfg.<path>` (all resolved settings);
   metrics `train/loss` by step, every eval summary metric, `mix/<source>/...`; artifacts
   `config/resolved.yaml`, `lineage.json`, `records/<suite>.jsonl`, `samples/<suite>.json` (tables).
 """
@@ -23,6 +24,7 @@ from typing import Any
 from harness.config import Experiment, resolve_tracking_uri
 
 ROLE, STUDY, TRIAL, STATE = "harness.role", "harness.study", "harness.trial", "harness.state"
+CONFIG_ID, REPLICATE = "config_id", "replicate"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-./ ]")
 
 
@@ -116,14 +118,41 @@ def start_parent(exp: Experiment, experiment_id: str, params: dict[str, Any]):
     return run
 
 
-def start_trial(exp: Experiment, experiment_id: str, number: int, trial_id: int):
+def config_id(params: dict[str, Any]) -> str:
+    """A stable name for a sampled configuration: the same parameters give the same id in any
+    trial, replicate or study, so runs of one configuration can be found and pooled."""
+    import hashlib
+
+    text = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def start_trial(
+    exp: Experiment,
+    experiment_id: str,
+    number: int,
+    trial_id: int,
+    *,
+    config: str,
+    replicate: int = 0,
+):
+    """The child run of one replicate of a trial (named `trial-N`, or `trial-N.r` when the
+    study runs several replicates)."""
     import mlflow
 
+    name = f"trial-{number}" + (f".{replicate}" if exp.replicates > 1 else "")
     return mlflow.start_run(
         experiment_id=experiment_id,
-        run_name=f"trial-{number}",
+        run_name=name,
         nested=True,
-        tags={ROLE: "trial", STUDY: exp.name, TRIAL: str(number), "optuna.trial_id": str(trial_id)},
+        tags={
+            ROLE: "trial",
+            STUDY: exp.name,
+            TRIAL: str(number),
+            "optuna.trial_id": str(trial_id),
+            CONFIG_ID: config,
+            REPLICATE: str(replicate),
+        },
     )
 
 
