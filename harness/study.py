@@ -25,6 +25,7 @@ from harness.config import (
     Experiment,
     SearchSpace,
     default_storage,
+    grid_points,
     resolve_tracking_uri,
     with_params,
 )
@@ -78,9 +79,10 @@ def _constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
 def make_sampler(exp: Experiment) -> optuna.samplers.BaseSampler:
     constraints = _constraints if exp.constraints else None
     if exp.sampler == "grid":
-        return optuna.samplers.GridSampler(
-            {name: space.choices for name, space in exp.search.items()}, seed=exp.seed
-        )
+        grid = {name: space.choices for name, space in exp.search.items()}
+        if _conditional(exp):
+            grid = {GRID_POINT: list(range(len(grid_points(exp.search))))}
+        return optuna.samplers.GridSampler(grid, seed=exp.seed)
     if exp.sampler == "random":
         return optuna.samplers.RandomSampler(seed=exp.seed)
     if exp.sampler == "nsga2":
@@ -94,6 +96,37 @@ def make_pruner(exp: Experiment) -> optuna.pruners.BasePruner:
     if exp.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner()
     return optuna.pruners.NopPruner()
+
+
+GRID_POINT = "grid point"  # the Optuna parameter of a grid with conditional dimensions
+
+
+def sample(trial: optuna.Trial, exp: Experiment) -> dict[str, Any]:
+    """A trial's configuration by dotted path: where the search space becomes `trial.suggest_*`.
+
+    Dimensions are sampled in file order; a conditional one only where its `when` holds (see
+    `config.SearchSpace`). Each case of a dimension is its own Optuna parameter (named
+    `<path> | <condition>`), so a sampler never mixes the LoRA range with the full fine-tuning
+    one. A grid with conditional dimensions is enumerated up front (`config.grid_points`, no
+    configuration twice) and Optuna's grid sampler walks its points.
+    """
+    if exp.sampler == "grid" and _conditional(exp):
+        points = grid_points(exp.search)
+        return points[trial.suggest_categorical(GRID_POINT, list(range(len(points))))]
+    params: dict[str, Any] = {}
+    for path, dimension in exp.search.items():
+        space = dimension.applying(params)
+        if space is None:
+            continue
+        name = path
+        if dimension.cases:
+            name += " | " + ", ".join(f"{k}={v}" for k, v in (space.when or {}).items())
+        params[path] = suggest(trial, name, space)
+    return params
+
+
+def _conditional(exp: Experiment) -> bool:
+    return any(v.when for s in exp.search.values() for v in s.variants)
 
 
 def suggest(trial: optuna.Trial, name: str, space: SearchSpace) -> Any:
@@ -209,8 +242,9 @@ def _objective(trial: optuna.Trial, setup: _Setup) -> float | list[float]:
     """One trial: sample a configuration, run it `replicates` times (seeds seed, seed+1, ...),
     and give Optuna the replicate mean of each objective and constraint."""
     exp, objectives = setup.exp, setup.objectives
-    params = {name: suggest(trial, name, space) for name, space in exp.search.items()}
+    params = sample(trial, exp)
     config = tracking.config_id(params)
+    trial.set_user_attr("params", params)
     trial.set_user_attr("config_id", config)
     started = time.time()
     replicates: list[dict] = []
@@ -477,10 +511,7 @@ def _fail_stale_trials(study: optuna.Study) -> None:
 
 
 def _grid_size(exp: Experiment) -> int:
-    size = 1
-    for space in exp.search.values():
-        size *= len(space.choices or [])
-    return size
+    return len(grid_points(exp.search))
 
 
 def _log_study_summary(study: optuna.Study, objectives: list[tuple[str, str]]) -> None:
@@ -490,7 +521,7 @@ def _log_study_summary(study: optuna.Study, objectives: list[tuple[str, str]]) -
         {
             "number": t.number,
             "state": t.state.name,
-            "params": t.params,
+            "params": t.user_attrs.get("params", t.params),
             "values": t.values,
             "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
             "fail_reason": t.user_attrs.get("fail_reason"),
@@ -564,7 +595,8 @@ def print_table(outcome: StudyOutcome, exp: Experiment) -> None:
     for t in study.get_trials(deepcopy=False):
         summary, spread = t.user_attrs.get("summary", {}), t.user_attrs.get("summary_sd", {})
         cells = [f"{t.number}{' *' if t.number in best else ''}", t.state.name.lower()]
-        cells += [str(t.params.get(name, "")) for name in exp.search]
+        params = t.user_attrs.get("params", t.params)
+        cells += [str(params.get(name, "")) for name in exp.search]
         cells += [_cell(summary, spread, m) for m in _TABLE_METRICS]
         table.add_row(*cells)
     console = Console(width=None if sys.stdout.isatty() else 160)
