@@ -41,6 +41,18 @@ class Source(_Strict):
     weight: float = Field(1.0, ge=0)
 
 
+class MixOps(_Strict):
+    """Failure modes of SFT data applied on purpose (see `harness.mix_ops`): keep a share of
+    each chat source's prompts at the same budget, contradict or corrupt a share of answers."""
+
+    narrow: float = Field(1.0, gt=0, le=1, description="share of distinct prompts kept")
+    conflict: float = Field(0.0, ge=0, le=0.5, description="share of examples contradicted")
+    corrupt: float = Field(0.0, ge=0, le=1, description="share of answers degraded")
+    sources: list[str] = Field(
+        default_factory=list, description="chat sources affected; empty = every one"
+    )
+
+
 class DataConfig(_Strict):
     sources: list[Source] = Field(min_length=1)
     budget: int = Field(1000, gt=0, description="total examples (or tokens) in the mix")
@@ -49,10 +61,16 @@ class DataConfig(_Strict):
     overlong: Literal["truncate", "drop"] = "truncate"
     train_on: Literal["all", "last"] = "all"
     on_bad_row: Literal["error", "skip"] = "error"
+    ops: MixOps = Field(default_factory=MixOps)
 
     @model_validator(mode="after")
     def _check_sources(self) -> DataConfig:
         names = [s.name for s in self.sources]
+        unknown = [n for n in self.ops.sources if n not in names]
+        if unknown:
+            raise ValueError(f"ops.sources names unknown source(s): {', '.join(unknown)}")
+        if self.unit == "tokens" and (self.ops.conflict or self.ops.corrupt):
+            raise ValueError("ops.conflict and ops.corrupt need unit: examples")
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")
