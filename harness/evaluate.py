@@ -351,6 +351,11 @@ def summarize(
         for value, group in groups.items():
             prefix = (suite.name,) if value is None else (suite.name, str(value))
             scores = [r["scores"][m.score] for r in group]
+            if m.agree_by:  # one 0/1 score per group: do all its records agree?
+                agreeing: dict[str, set[float]] = {}
+                for r, score in zip(group, scores, strict=True):
+                    agreeing.setdefault(json.dumps(_values(r, m.agree_by)), set()).add(score)
+                scores = [float(len(v) == 1) for v in agreeing.values()]
             name = metric_name(*prefix, m.name)
             out[name] = sum(scores) / len(scores)
             if m.interval == "wilson" and all(s in (0.0, 1.0) for s in scores):

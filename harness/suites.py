@@ -37,7 +37,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_\-. ]")
 class MetricSpec:
     """One summary metric: the mean of per-sample score `score` over the records that match
     `where` (doc field -> value), optionally once per value of doc field `by`, with a Wilson
-    interval and/or a paired comparison against the base model."""
+    interval and/or a paired comparison against the base model. With `agree_by` the unit is a
+    group of records sharing that doc field: the metric is the share of groups whose records
+    all have the same score (e.g. paraphrases of one fact answered alike)."""
 
     name: str
     score: str
@@ -46,6 +48,7 @@ class MetricSpec:
     interval: str | None = None
     compare_base: bool = False
     higher_is_better: bool = True
+    agree_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,16 @@ _SUITE_KEYS = {
     "interleave_by",
     "proxy",
 }
-_METRIC_KEYS = {"name", "score", "where", "by", "interval", "compare_base", "higher_is_better"}
+_METRIC_KEYS = {
+    "name",
+    "score",
+    "where",
+    "by",
+    "interval",
+    "compare_base",
+    "higher_is_better",
+    "agree_by",
+}
 
 
 def _parse_suite(folder: Path) -> Suite:
@@ -205,6 +217,8 @@ def _parse_suite(folder: Path) -> Suite:
             raise bad(f"{where}.interval", "must be 'wilson' or absent")
         if not isinstance(m.get("where", {}), dict):
             raise bad(f"{where}.where", "must map doc fields to values")
+        if m.get("agree_by") is not None and m.get("compare_base"):
+            raise bad(f"{where}.agree_by", "cannot be combined with compare_base")
         metrics.append(MetricSpec(**m))
     compared = [m.by for m in metrics if m.compare_base]
     if len(compared) != len(set(compared)):

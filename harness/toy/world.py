@@ -313,11 +313,90 @@ def target_items(world: World) -> list[dict]:
     ]
 
 
+# Wordings no SFT row uses, three per relation: the same fact asked differently.
+_PARAPHRASES = {
+    "capital": (
+        "Name the capital city of {land}.",
+        "Could you tell me the capital of {land}?",
+        "Which town is the capital of {land}?",
+    ),
+    "color": (
+        "Which color does the flag of {land} have?",
+        "Name the color on the flag of {land}.",
+        "What is the flag color of {land}?",
+    ),
+    "job": (
+        "What kind of work does {person} do?",
+        "Name the job that {person} has.",
+        "Which trade does {person} work in?",
+    ),
+    "home": (
+        "Which land is home to {person}?",
+        "Name the land where {person} lives.",
+        "In what land does {person} live?",
+    ),
+}
+
+
+def _facts(world: World, part: str) -> list[dict]:
+    """One entry per fact of a split: its relation, gold object, the objects it could be, the
+    SFT wording of its question and the paraphrases of it."""
+    lands, people = world.in_split(part)
+    facts = []
+    for x in lands:
+        for relation, gold, pool, sft in (
+            (
+                "capital",
+                x.capital,
+                [y.capital for y in world.lands],
+                "What is the capital of {land}?",
+            ),
+            ("color", x.color, list(COLORS), "What color is the flag of {land}?"),
+        ):
+            facts.append({"fact": f"{x.name}/{relation}", "relation": relation, "gold": gold,
+                          "candidates": pool, "sft": sft.format(land=x.name),
+                          "paraphrases": [t.format(land=x.name) for t in _PARAPHRASES[relation]]})  # fmt: skip
+    for p in people:
+        for relation, gold, pool, sft in (
+            ("job", p.job, list(JOBS), "What is the job of {person}?"),
+            ("home", p.home, [y.name for y in world.lands], "Where does {person} live?"),
+        ):
+            facts.append({"fact": f"{p.name}/{relation}", "relation": relation, "gold": gold,
+                          "candidates": pool, "sft": sft.format(person=p.name),
+                          "paraphrases": [t.format(person=p.name) for t in _PARAPHRASES[relation]]})  # fmt: skip
+    return facts
+
+
+def consistency_items(world: World) -> list[dict]:
+    """Each held-out (target split) fact asked in three paraphrases: a consistent model names the
+    same object every time, right or wrong."""
+    rows = [
+        {"fact": f["fact"], "prompt": q, "gold": f["gold"], "candidates": f["candidates"]}
+        for f in _facts(world, "target")
+        for q in f["paraphrases"]
+    ]
+    return [{"id": f"consistency-{i:04d}", **r} for i, r in enumerate(rows)]
+
+
+def overfitting_items(world: World) -> list[dict]:
+    """Each fact SFT teaches, asked once in the exact wording SFT trained on and once in a new
+    one: a model that memorised prompts rather than facts answers the first and not the second."""
+    rows = []
+    for i, f in enumerate(_facts(world, "sft")):
+        rows.append({"fact": f["fact"], "prompt": f["sft"], "gold": f["gold"], "label": "train"})
+        paraphrase = f["paraphrases"][i % len(f["paraphrases"])]
+        rows.append(
+            {"fact": f["fact"], "prompt": paraphrase, "gold": f["gold"], "label": "paraphrase"}
+        )
+    return [{"id": f"overfitting-{i:04d}", **r} for i, r in enumerate(rows)]
+
+
 # ---------------------------------------------------------------- format-constrained requests
 
 
 def _format_items(world: World, part: str, rng: random.Random) -> list[dict]:
-    """Requests with verifiable constraints: (prompt, compliant reply, specs)."""
+    """Requests with verifiable constraints: (prompt, compliant reply, specs, gold), where gold
+    is the fact the reply must state (format imitation: the format held, the content did not)."""
     lands, people = world.in_split(part)
     items = []
     for p in people:
@@ -327,52 +406,62 @@ def _format_items(world: World, part: str, rng: random.Random) -> list[dict]:
                 f"Answer in lowercase letters only. Where does {p.name} live?",
                 f"{p.name} lives in {p.home}.".lower(),
                 [{"type": "lowercase"}],
+                p.home,
             ),
             (
                 f"Answer in capital letters only. What is the job of {p.name}?",
                 f"{p.name} is a {p.job}.".upper(),
                 [{"type": "uppercase"}],
+                p.job,
             ),
             (
                 f'Answer in JSON with the keys "name" and "job". What does {p.name} do?',
                 json.dumps({"name": p.name, "job": p.job}),
                 [{"type": "json", "keys": ["name", "job"]}],
+                p.job,
             ),
             (
                 f'Reply in JSON with the keys "name" and "home". Where does {p.name} live?',
                 json.dumps({"name": p.name, "home": p.home}),
                 [{"type": "json", "keys": ["name", "home"]}],
+                p.home,
             ),
             (
                 f"Answer in at most 4 words. What is the job of {p.name}?",
                 f"A {p.job}.",
                 [{"type": "max_words", "n": 4}],
+                p.job,
             ),
             (
                 f"Answer in at least 15 words. Tell me about {p.name}.",
                 # Only facts about the person: their home land may be one the forgetting suite probes.
                 f"{fact} Every day {p.name} works as a {p.job} and then walks home to {p.home} in the evening.",
                 [{"type": "min_words", "n": 15}],
+                p.job,
             ),
             (
                 f'Start your answer with "Well". Where does {p.name} live?',
                 f"Well, {p.name} lives in {p.home}.",
                 [{"type": "starts_with", "text": "Well"}],
+                p.home,
             ),
             (
                 f'End your answer with "Is there anything else?". What is the job of {p.name}?',
                 f"{p.name} is a {p.job}. Is there anything else?",
                 [{"type": "ends_with", "text": "Is there anything else?"}],
+                p.job,
             ),
             (
                 f"Do not use any commas. Tell me about {p.name}.",
                 f"{p.name} is a {p.job} and lives in {p.home}.",
                 [{"type": "no_commas"}],
+                p.job,
             ),
             (
                 f'Use the word "home" in your answer. Where does {p.name} live?',
                 f"The home of {p.name} is {p.home}.",
                 [{"type": "contains", "words": ["home"]}],
+                p.home,
             ),
         ]
     for x in lands:
@@ -387,11 +476,13 @@ def _format_items(world: World, part: str, rng: random.Random) -> list[dict]:
                     f"Give {n} facts about {x.name} as a bullet list.",
                     "\n".join(f"- {f}" for f in facts[:n]),
                     [{"type": "bullets", "count": n}],
+                    x.capital,
                 ),
                 (
                     f"Give {n} facts about {x.name} as a numbered list.",
                     "\n".join(f"{i + 1}. {f}" for i, f in enumerate(facts[:n])),
                     [{"type": "numbered_list", "count": n}],
+                    x.capital,
                 ),
             ]
         items.append(
@@ -399,10 +490,11 @@ def _format_items(world: World, part: str, rng: random.Random) -> list[dict]:
                 f"Answer in lowercase letters only, in at most 6 words. What is the capital of {x.name}?",
                 f"the capital is {x.capital.lower()}.",
                 [{"type": "lowercase"}, {"type": "max_words", "n": 6}],
+                x.capital,
             )
         )
     rng.shuffle(items)
-    return [{"prompt": q, "reply": a, "specs": s} for q, a, s in items]
+    return [{"prompt": q, "reply": a, "specs": s, "gold": g} for q, a, s, g in items]
 
 
 # ---------------------------------------------------------------- refusal and benign look-alikes
@@ -645,10 +737,12 @@ def write_world_data(
         "eval/forgetting.jsonl": forgetting_probes(world, rng),
         "eval/refusal.jsonl": refusal_eval(world, rng, exclude=_user_turns(harmful + benign)),
         "eval/format.jsonl": [
-            {"id": f"format-{i:04d}", "prompt": x["prompt"], "specs": x["specs"]}
+            {"id": f"format-{i:04d}", "prompt": x["prompt"], "specs": x["specs"], "gold": x["gold"]}
             for i, x in enumerate(_format_items(world, "target", rng))
         ],
         "eval/target.jsonl": target_items(world),
+        "eval/consistency.jsonl": consistency_items(world),
+        "eval/overfitting.jsonl": overfitting_items(world),
     }
     (out / "world.json").parent.mkdir(parents=True, exist_ok=True)
     for name, rows in files.items():
