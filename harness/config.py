@@ -329,6 +329,35 @@ class Experiment(_Strict):
         return self.model.split(":", 1)[1] if ":" in self.model else "demo"
 
 
+class StudySpec(_Strict):
+    """What a study is, logged once on its parent run as `study/spec.json` and read back by
+    reports with this same model (nothing is re-parsed from parameter strings)."""
+
+    name: str
+    model: str
+    sampler: str
+    pruner: str
+    replicates: int = 1
+    objectives: list[Objective]
+    constraints: list[Constraint] = Field(default_factory=list)
+    search: dict[str, SearchSpace] = Field(default_factory=dict)
+    suites: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, exp: Experiment, objectives: list[tuple[str, str]]) -> StudySpec:
+        return cls(
+            name=exp.name,
+            model=exp.model,
+            sampler=exp.sampler,
+            pruner=exp.pruner,
+            replicates=exp.replicates,
+            objectives=[Objective(metric=m, direction=d) for m, d in objectives],
+            constraints=exp.constraints,
+            search=exp.search,
+            suites=exp.eval.suites,
+        )
+
+
 # ---------------------------------------------------------------- dotted paths
 
 

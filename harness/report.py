@@ -13,21 +13,27 @@ report with the same blocks.
 
 from __future__ import annotations
 
-import ast
 import base64
 import html
 import io
 import json
 import math
 import os
-import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import Constraint, Experiment, load_experiment, resolve_tracking_uri
+from pydantic import ValidationError
+
+from harness.config import (
+    Constraint,
+    Experiment,
+    StudySpec,
+    load_experiment,
+    resolve_tracking_uri,
+)
 from harness.errors import HarnessError
 from harness.files import read_jsonl, write_atomic
 from harness.stats import paired_comparison
@@ -41,7 +47,6 @@ KEY_METRICS = (
     "format/pass_rate",
 )
 _RUN_ID_KEYS = ("mlflow_run_id", "run_id", "mlflow_run", "mlflow run id")
-_MIX_HINT = re.compile(r"weight|ratio|share|mix|replay|frac", re.IGNORECASE)
 _MAX_ABLATION_PARAMS = 6
 
 
@@ -273,83 +278,27 @@ class Study:
         return reasons
 
 
-def _parse_objectives(params: dict[str, str]) -> list[tuple[str, str]]:
-    """Objectives as the study logged them (`study.objectives`: a JSON list of [metric,
-    direction]); also accepts lists of dicts/strings, 'metric:direction,...' and flattened
-    objectives.N.* so reports survive changes to how the study logs them."""
-    flat = {}
-    for key, value in params.items():
-        m = re.fullmatch(r"(?:study\.)?objectives\.(\d+)\.(metric|direction)", key)
-        if m:
-            flat.setdefault(int(m[1]), {})[m[2]] = value
-    if flat:
-        return [(o["metric"], o.get("direction", "maximize")) for _, o in sorted(flat.items())]
-    text = params.get("study.objectives") or params.get("objectives")
-    if not text:
-        return []
-    parsed: Any = None
-    for loader in (json.loads, ast.literal_eval):
-        try:
-            parsed = loader(text)
-            break
-        except (ValueError, SyntaxError):
-            continue
-    items = parsed if isinstance(parsed, list) else re.split(r"[,;]", text)
-    if isinstance(parsed, dict):
-        items = [{"metric": k, "direction": v} for k, v in parsed.items()]
-    out = []
-    for item in items:
-        if isinstance(item, dict) and "metric" in item:
-            out.append((str(item["metric"]), str(item.get("direction", "maximize"))))
-        elif isinstance(item, (list, tuple)) and len(item) == 2:
-            out.append((str(item[0]), str(item[1])))
-        elif isinstance(item, str) and item.strip():
-            words = [w for w in re.split(r"[\s:=]+", item.strip()) if w]
-            direction = next((w for w in words if w in ("maximize", "minimize")), "maximize")
-            metric = next((w for w in words if w not in ("maximize", "minimize")), None)
-            if metric:
-                out.append((metric, direction))
-    return out
-
-
-def _parse_constraints(params: dict[str, str]) -> list[Constraint]:
-    flat = [v for k, v in sorted(params.items()) if re.fullmatch(r"(study\.)?constraints\.\d+", k)]
-    text = params.get("study.constraints") or params.get("constraints")
-    items: list[Any] = flat
-    if text and not flat:
-        try:
-            loaded = json.loads(text)
-        except ValueError:
-            try:
-                loaded = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                loaded = re.split(r"[,;]", text)
-        items = loaded if isinstance(loaded, list) else []
-    out = []
-    for item in items:
-        try:
-            if isinstance(item, dict):
-                out.append(Constraint(**item))
-            elif isinstance(item, str) and item.strip():
-                out.append(Constraint.parse(item))
-        except (ValueError, TypeError):
-            continue
-    return out
-
-
-def _trials_json(client: Any, run_id: str) -> list[dict] | None:
+def _study_json(client: Any, run_id: str, name: str) -> Any:
+    """A JSON artifact `study/<name>` of the parent run, or None when it is not logged (yet)."""
     from mlflow.exceptions import MlflowException
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = client.download_artifacts(run_id, "study/trials.json", tmp)
+            local = client.download_artifacts(run_id, f"study/{name}", tmp)
         except (MlflowException, OSError):
             return None
         try:
-            data = json.loads(Path(local).read_text(encoding="utf-8"))
+            return json.loads(Path(local).read_text(encoding="utf-8"))
         except ValueError:
-            raise HarnessError(f"run {run_id}: study/trials.json is not valid JSON") from None
-    return data if isinstance(data, list) else None
+            raise HarnessError(f"run {run_id}: study/{name} is not valid JSON") from None
+
+
+def _spec(client: Any, run_id: str) -> StudySpec | None:
+    data = _study_json(client, run_id, "spec.json")
+    try:
+        return StudySpec.model_validate(data) if data is not None else None
+    except ValidationError as e:
+        raise HarnessError(f"run {run_id}: study/spec.json: {e.errors()[0]['msg']}") from None
 
 
 def _int_or_none(x: Any) -> int | None:
@@ -432,7 +381,8 @@ def load_study(name: str, tracking_uri: str, exp: Experiment | None = None) -> S
         trial = _trial_from_runs(runs)
         trials[trial.run_id] = trial
 
-    listed = _trials_json(client, parent.info.run_id) if parent is not None else None
+    listed = _study_json(client, parent.info.run_id, "trials.json") if parent is not None else None
+    listed = listed if isinstance(listed, list) else None
     if parent is not None and listed is None:
         notes.append("study/trials.json is not logged yet; trial states come from the runs.")
     by_number = {t.number: t for t in trials.values() if t.number is not None}
@@ -455,11 +405,19 @@ def load_study(name: str, tracking_uri: str, exp: Experiment | None = None) -> S
             trial.params = {k: str(v) for k, v in entry["params"].items()}
 
     pparams = dict(parent.data.params) if parent is not None else {}
+    spec = _spec(client, parent.info.run_id) if parent is not None else None
     if exp is not None:
         objectives = [(o.metric, o.direction) for o in exp.objectives]
         constraints = list(exp.constraints)
+    elif spec is not None:
+        objectives = [(o.metric, o.direction) for o in spec.objectives]
+        constraints = list(spec.constraints)
     else:
-        objectives, constraints = _parse_objectives(pparams), _parse_constraints(pparams)
+        objectives, constraints = [], []
+        if parent is not None:
+            notes.append(
+                "no study/spec.json on the parent run: objectives and constraints unknown."
+            )
     ordered = sorted(trials.values(), key=lambda t: (t.number is None, t.number or 0))
     return Study(
         name=name,
@@ -640,7 +598,7 @@ def _as_float(v: str) -> float | None:
 
 def _ablation_params(trials: list[Trial]) -> list[str]:
     names = sorted({p for t in trials for p in t.params})
-    names.sort(key=lambda p: (not _MIX_HINT.search(p), p))  # mix ratios/weights first
+    names.sort(key=lambda p: (not p.startswith("data."), p))  # the mix (weights, ops) first
     return names[:_MAX_ABLATION_PARAMS]
 
 

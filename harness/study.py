@@ -24,6 +24,7 @@ from harness import tracking
 from harness.config import (
     Experiment,
     SearchSpace,
+    StudySpec,
     default_storage,
     grid_points,
     resolve_tracking_uri,
@@ -194,15 +195,14 @@ def run_study(
     parent_params = {
         "study.sampler": exp.sampler,
         "study.pruner": exp.pruner,
-        "study.objectives": objectives,
-        "study.constraints": [c.model_dump() for c in exp.constraints],
-        "study.search": {k: v.model_dump(exclude_none=True) for k, v in exp.search.items()},
+        "study.replicates": exp.replicates,
         "study.storage": storage_url,
         "study.model": exp.model,
     }
     setup = _Setup(exp, tokenizer, base, dataset, experiment_id, objectives)
     with tracking.start_parent(exp, experiment_id, parent_params) as parent:
         _log_lint(lint)
+        _log_spec(StudySpec.of(exp, objectives))
         tracking.log_metrics({f"base/{k}": v for k, v in base.summary.items() if k.count("/") == 1})
         print(f"study {exp.name}: {_counted(study)} of {target} trial(s) done")
         deadline = time.monotonic() + exp.timeout if exp.timeout else None
@@ -434,6 +434,13 @@ def _log_training(result: Any, lineage: dict, tokenizer: Any, exp: Experiment) -
         }
     )
     mlflow.log_dict(lineage, "lineage.json")
+
+
+def _log_spec(spec: StudySpec) -> None:
+    """The study's one typed record, which reports read back (`report.load_study`)."""
+    import mlflow
+
+    mlflow.log_dict(spec.model_dump(mode="json", exclude_none=True), "study/spec.json")
 
 
 def _log_lint(lint: Any) -> None:

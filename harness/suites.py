@@ -63,6 +63,7 @@ class Suite:
     split_by: str | None = None
     interleave_by: str | None = None
     proxy: str | None = None
+    trained_items: bool = False  # asks training prompts on purpose: not contamination
 
     @property
     def compares_base(self) -> bool:
@@ -159,6 +160,7 @@ _SUITE_KEYS = {
     "split_by",
     "interleave_by",
     "proxy",
+    "trained_items",
 }
 _METRIC_KEYS = {
     "name",
@@ -237,6 +239,7 @@ def _parse_suite(folder: Path) -> Suite:
         split_by=raw.get("split_by"),
         interleave_by=raw.get("interleave_by"),
         proxy=proxy,
+        trained_items=raw.get("trained_items") is True,
     )
     for cfg in _task_yamls(suite):
         if cfg.get("output_type") != output_type:

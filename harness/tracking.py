@@ -1,8 +1,9 @@
 """MLflow bookkeeping: one parent run per study, one nested child run per trial.
 
 Layout (what reports and the gate read back):
-- parent run: tags `harness.role=study`, `harness.study=<name>`; metrics `best/<metric>`;
-  artifact `study/trials.json`.
+- parent run: tags `harness.role=study`, `harness.study=<name>`; metrics `best/<metric>` and
+  `base/<metric>` (the base model's own); artifacts `study/spec.json` (`config.StudySpec`:
+  objectives, constraints, search space, replicates, suites) and `study/trials.json`.
 - child run (one per replicate of a trial): tags `harness.role=trial`, `harness.study`,
   `harness.trial`, `harness.state`, `optuna.trial_id`, `config_id` (a hash of the sampled
   parameters, equal across replicates and across studies) and `replicate` (0, 1, ...); params `trial.<path>` (sampled) and `cfg.<path>` (all resolved settings);

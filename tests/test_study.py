@@ -206,6 +206,8 @@ def test_replicates_run_each_configuration_at_consecutive_seeds(tmp_path, toy_ti
     parent = parents[0].data.metrics
     assert parent["base/forgetting/delta"] == 0.0 and "base/target/accuracy" in parent
 
-    md, _ = write_study_report(exp, out_dir=tmp_path / "report")
+    # By study name alone the report reads what the study was from its spec (study/spec.json).
+    md, _ = write_study_report("replicated", f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "r")
     text = md.read_text()
     assert "| base |" in text and " ± " in text and "replicates" in text
+    assert "Objectives: target/accuracy (maximize), forgetting/delta (maximize)" in text
