@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from harness import models
 from harness.errors import HarnessError
 
 
@@ -322,11 +323,11 @@ class Experiment(_Strict):
 
     @property
     def is_toy(self) -> bool:
-        return self.model == "toy" or self.model.startswith("toy:")
+        return models.is_toy(self.model)
 
     @property
     def toy_size(self) -> str:
-        return self.model.split(":", 1)[1] if ":" in self.model else "demo"
+        return models.toy_size(self.model)
 
 
 class StudySpec(_Strict):
