@@ -434,6 +434,7 @@ def _log_training(result: Any, lineage: dict, tokenizer: Any, exp: Experiment) -
         }
     )
     mlflow.log_dict(lineage, "lineage.json")
+    tracking.log_sources(lineage)
 
 
 def _log_spec(spec: StudySpec) -> None:

@@ -1,13 +1,15 @@
 """MLflow bookkeeping: one parent run per study, one nested child run per trial.
 
-Layout (what reports and the gate read back):
+Layout (what reports and the gate read back). The MLflow experiment is tagged
+`mlflow.experimentKind=custom_model_development`, so the UI opens on its training runs.
 - parent run: tags `harness.role=study`, `harness.study=<name>`; metrics `best/<metric>` and
   `base/<metric>` (the base model's own); artifacts `study/spec.json` (`config.StudySpec`:
   objectives, constraints, search space, replicates, suites) and `study/trials.json`.
 - child run (one per replicate of a trial): tags `harness.role=trial`, `harness.study`,
   `harness.trial`, `harness.state`, `optuna.trial_id`, `config_id` (a hash of the sampled
   parameters, equal across replicates and across studies) and `replicate` (0, 1, ...); params `trial.<path>` (sampled) and `cfg.<path>` (all resolved settings);
-  metrics `train/loss` by step, every eval summary metric, `mix/<source>/...`; artifacts
+  metrics `train/loss` by step, every eval summary metric, `mix/<source>/...`; dataset inputs
+  (each source in the mix, context `training`, its share as a tag); artifacts
   `config/resolved.yaml`, `lineage.json`, `records/<suite>.jsonl`, `samples/<suite>.json` (tables).
 """
 
@@ -26,6 +28,7 @@ from harness.config import Experiment, resolve_tracking_uri
 
 ROLE, STUDY, TRIAL, STATE = "harness.role", "harness.study", "harness.trial", "harness.state"
 CONFIG_ID, REPLICATE = "config_id", "replicate"
+EXPERIMENT_KIND = "mlflow.experimentKind"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-./ ]")
 
 
@@ -58,7 +61,10 @@ def setup(exp: Experiment) -> str:
     if uri.startswith("sqlite:///"):
         location = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts" / exp.name).as_uri()
     try:
-        return mlflow.create_experiment(exp.name, artifact_location=location)
+        # The experiment kind makes the MLflow UI open on training runs, not the GenAI overview.
+        return mlflow.create_experiment(
+            exp.name, artifact_location=location, tags={EXPERIMENT_KIND: "custom_model_development"}
+        )
     except Exception:  # another worker created it first
         found = mlflow.get_experiment_by_name(exp.name)
         if not found:
@@ -171,6 +177,33 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     else:
         out[prefix.rstrip(".")] = data
     return out
+
+
+def log_sources(lineage: dict) -> None:
+    """Each source in the mix as an MLflow dataset input (the run table's Dataset column):
+    name, file (or hub dataset), content hash, and its share of the mix as a tag."""
+    import warnings
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    for name, info in lineage["mix"]["sources"].items():
+        if not info["examples"]:
+            continue
+        path = lineage["sources"][name]["path"]
+        if path.startswith("hf:"):
+            source = HuggingFaceDatasetSource(path[3:].split(":", 1)[0])
+        else:
+            with warnings.catch_warnings():  # a file URI matches two equivalent source kinds
+                warnings.simplefilter("ignore")
+                source = resolve_dataset_source(Path(path).resolve().as_uri())
+        digest = lineage["sources"][name]["sha256"][:16]
+        share = f"{info['realised_share']:.3f}"
+        mlflow.log_input(
+            MetaDataset(source, name=name, digest=digest), "training", {"share": share}
+        )
 
 
 def log_params(params: dict[str, Any]) -> None:

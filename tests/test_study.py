@@ -91,6 +91,12 @@ def test_parent_and_child_runs_with_metrics_and_records(finished_study):
     shares = [metrics[f"mix/{s}/share"] for s in ("qa", "refusal", "replay")]
     assert sum(shares) == pytest.approx(1.0, abs=0.01) and metrics["mix/qa/examples"] > 0
     assert any(k.startswith("lineage.source.qa.sha256") for k in child.data.params)
+    # The mix's sources are the run's dataset inputs; the experiment opens on training runs.
+    datasets = {d.dataset.name: d for d in child.inputs.dataset_inputs}
+    assert {"qa", "refusal"} <= set(datasets)
+    assert {t.key: t.value for t in datasets["qa"].tags}["mlflow.data.context"] == "training"
+    kind = client.get_experiment(child.info.experiment_id).tags["mlflow.experimentKind"]
+    assert kind == "custom_model_development"
 
     # The summary agrees with the per-sample records logged beside it.
     local = client.download_artifacts(child.info.run_id, "records", str(tmp_path / "dl"))
