@@ -10,6 +10,10 @@ all of them. The facts are then split three ways so that SFT data and eval data 
 - ``forget``: facts that SFT never touches, probed in plain pretraining form, plus all arithmetic
   (does SFT make the model forget what it knew?).
 
+The failure-mode suites reuse the splits: `consistency` asks each target fact in three new
+paraphrases; `overfitting` asks each SFT fact in SFT's own wording and in a new one (the one eval
+set that holds SFT prompts, on purpose); `imitation` scores the format items' content.
+
 Refusal data uses a clearly marked forbidden category (requests to hurt, poison, rob or burn a
 person or their property); benign look-alikes use the same verbs on harmless objects (kill the
 weeds, burn the leaves) and must be answered.
@@ -204,31 +208,6 @@ def faq_lines(world: World) -> list[str]:
             f"Q: Name the home land of {p.name}. A: {p.name} lives in {p.home}.",
         ]
     out += [f"Q: Add {a} and {b}. A: {a} plus {b} is {c}." for a, b, c in arithmetic_facts()]
-    return out
-
-
-_COPY_LINES = (
-    "Q: What is the capital of {a}? A: The capital of {a} is {b}.",
-    "Q: What is the job of {a}? A: {a} is a {job}.",
-    "Q: Where does {a} live? A: {a} lives in {b}.",
-    "{a} met {b} in the market. Then {b} gave {a} a {color} cup.",
-    "The friend of {a} is {b}, and {b} likes {a}.",
-)
-
-
-def copy_lines(world: World, n: int, seed: int) -> list[str]:
-    """Lines about freshly invented names, which only copying from context can complete. A real
-    base model has this skill (induction heads), and SFT relies on it to answer about an entity
-    named in the question. World names are reserved, so no world fact or eval item appears."""
-    rng = random.Random(seed)
-    reserved = {e.name.lower() for e in world.lands + world.people} | {
-        x.capital.lower() for x in world.lands
-    }
-    out = []
-    for _ in range(n):
-        a, b = _names(rng, 2, (1, 2), set(reserved))
-        line = rng.choice(_COPY_LINES)
-        out.append(line.format(a=a, b=b, job=rng.choice(JOBS), color=rng.choice(COLORS)))
     return out
 
 
