@@ -237,6 +237,11 @@ class _Setup:
     experiment_id: str
     objectives: list[tuple[str, str]]
 
+    @property
+    def needed(self) -> set[str]:
+        """The metrics Optuna sees: objectives and constraints."""
+        return {m for m, _ in self.objectives} | {c.metric for c in self.exp.constraints}
+
 
 def _objective(trial: optuna.Trial, setup: _Setup) -> float | list[float]:
     """One trial: sample a configuration, run it `replicates` times (seeds seed, seed+1, ...),
@@ -251,7 +256,8 @@ def _objective(trial: optuna.Trial, setup: _Setup) -> float | list[float]:
     for replicate in range(exp.replicates):
         replicates.append({"replicate": replicate, "seed": exp.seed + replicate})
         summary = _run_replicate(trial, setup, params, config, replicates)
-        replicates[-1]["summary"] = {k: v for k, v in summary.items() if _headline(k)}
+        kept = {k: v for k, v in summary.items() if _headline(k) or k in setup.needed}
+        replicates[-1]["summary"] = kept
         trial.set_user_attr("replicates", replicates)
     summary, spread = mean_summary([r["summary"] for r in replicates])
     trial.set_user_attr("summary", summary)
@@ -267,11 +273,11 @@ def _objective(trial: optuna.Trial, setup: _Setup) -> float | list[float]:
 
 
 def mean_summary(summaries: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
-    """Replicate mean of each headline metric, and (for two or more replicates) its sample
-    standard deviation: the seed noise an effect between configurations is judged against."""
+    """Replicate mean of each metric, and (for two or more replicates) its sample standard
+    deviation: the seed noise an effect between configurations is judged against."""
     import statistics
 
-    names = [k for k in summaries[0] if _headline(k) and all(k in s for s in summaries)]
+    names = [k for k in summaries[0] if all(k in s for s in summaries)]
     mean = {k: statistics.fmean(s[k] for s in summaries) for k in names}
     if len(summaries) < 2:
         return mean, {}
@@ -343,7 +349,7 @@ def _run_replicate(
             if texp.save_models:
                 weights = save(result, tokenizer, texp, trial_dir)
                 tracking.log_params({"saved_model": str(weights)})
-            for metric in [m for m, _ in objectives] + [c.metric for c in exp.constraints]:
+            for metric in setup.needed:
                 _metric(evaluation.summary, metric)  # a metric the study needs is missing: fail
             tracking.log_metrics({"trial/seconds": time.time() - started})
             tracking.end_run("COMPLETE")
