@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from harness import models
 from harness.errors import HarnessError
 
 
@@ -61,6 +62,18 @@ class Source(_Strict):
         return {"config": self.hf_config, "data_dir": self.data_dir, "split": self.split}
 
 
+class MixOps(_Strict):
+    """Failure modes of SFT data applied on purpose (see `harness.mix_ops`): keep a share of
+    each chat source's prompts at the same budget, contradict or corrupt a share of answers."""
+
+    narrow: float = Field(1.0, gt=0, le=1, description="share of distinct prompts kept")
+    conflict: float = Field(0.0, ge=0, le=0.5, description="share of examples contradicted")
+    corrupt: float = Field(0.0, ge=0, le=1, description="share of answers degraded")
+    sources: list[str] = Field(
+        default_factory=list, description="chat sources affected; empty = every one"
+    )
+
+
 class DataConfig(_Strict):
     sources: list[Source] = Field(min_length=1)
     budget: int = Field(1000, gt=0, description="total examples (or tokens) in the mix")
@@ -69,10 +82,16 @@ class DataConfig(_Strict):
     overlong: Literal["truncate", "drop"] = "truncate"
     train_on: Literal["all", "last"] = "all"
     on_bad_row: Literal["error", "skip"] = "error"
+    ops: MixOps = Field(default_factory=MixOps)
 
     @model_validator(mode="after")
     def _check_sources(self) -> DataConfig:
         names = [s.name for s in self.sources]
+        unknown = [n for n in self.ops.sources if n not in names]
+        if unknown:
+            raise ValueError(f"ops.sources names unknown source(s): {', '.join(unknown)}")
+        if self.unit == "tokens" and (self.ops.conflict or self.ops.corrupt):
+            raise ValueError("ops.conflict and ops.corrupt need unit: examples")
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")
@@ -229,17 +248,41 @@ class Constraint(_Strict):
 
 class SearchSpace(_Strict):
     """A search dimension: float/int ranges (optionally log scale), categorical choices, or a
-    grid (every value is tried; use with `sampler: grid` for ablations)."""
+    grid (every value is tried; use with `sampler: grid` for ablations).
 
-    type: Literal["float", "int", "categorical", "grid"]
+    A dimension may depend on dimensions declared before it: `when: {peft.enabled: true}`
+    samples it only in trials where `peft.enabled` took that value (elsewhere the file's own
+    value holds), and `cases:` gives one space per condition, e.g. a learning-rate range for
+    LoRA and another for full fine-tuning:
+
+        train.learning_rate:
+          cases:
+            - {when: {peft.enabled: true},  type: float, low: 1.0e-3, high: 1.0e-2, log: true}
+            - {when: {peft.enabled: false}, type: float, low: 1.0e-5, high: 1.0e-3, log: true}
+    """
+
+    type: Literal["float", "int", "categorical", "grid"] | None = None
     low: float | None = None
     high: float | None = None
     log: bool = False
     step: float | None = None
     choices: list[Any] | None = None
+    when: dict[str, Any] | None = None
+    cases: list[SearchSpace] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> SearchSpace:
+        if self.cases is not None:
+            if self.type is not None or self.when is not None:
+                raise ValueError("a dimension with 'cases' takes its type and 'when' per case")
+            if not self.cases:
+                raise ValueError("'cases' needs at least one case")
+            for case in self.cases:
+                if case.cases is not None or case.when is None:
+                    raise ValueError("each case needs a 'when' and no nested 'cases'")
+            return self
+        if self.type is None:
+            raise ValueError("a search dimension needs a 'type' (or 'cases')")
         if self.type in ("float", "int"):
             if self.low is None or self.high is None or not self.low < self.high:
                 raise ValueError(f"{self.type} search needs low < high")
@@ -252,6 +295,70 @@ class SearchSpace(_Strict):
         elif not self.choices:
             raise ValueError(f"{self.type} search needs a non-empty 'choices' list")
         return self
+
+    @property
+    def variants(self) -> list[SearchSpace]:
+        """The spaces this dimension can take: its cases, or itself."""
+        return self.cases or [self]
+
+    def applying(self, sampled: dict[str, Any]) -> SearchSpace | None:
+        """The space to sample given the values sampled so far, or None where no `when` holds."""
+        for space in self.variants:
+            if all(k in sampled and sampled[k] == v for k, v in (space.when or {}).items()):
+                return space
+        return None
+
+    def values(self) -> list[Any]:
+        """Every value a grid or categorical dimension can take (over all its cases)."""
+        return list(dict.fromkeys(v for space in self.variants for v in space.choices or []))
+
+
+def check_conditions(search: dict[str, SearchSpace]) -> None:
+    """A `when` names a grid or categorical dimension declared before it, with one of its
+    values; the cases of a dimension cover each combination of the values they test once."""
+    import itertools
+
+    seen: list[str] = []
+    for path, space in search.items():
+        parents = list(dict.fromkeys(k for v in space.variants for k in (v.when or {})))
+        for parent in parents:
+            if parent not in seen:
+                raise ValueError(
+                    f"search.{path}: 'when' names {parent!r}, which is not a search dimension "
+                    f"declared before it"
+                )
+            if any(v.type in ("float", "int") for v in search[parent].variants):
+                raise ValueError(f"search.{path}: 'when' needs {parent!r} to have choices")
+        for variant in space.variants:
+            for parent, value in (variant.when or {}).items():
+                if value not in search[parent].values():
+                    raise ValueError(
+                        f"search.{path}: when {parent} = {value!r}, but {parent} takes "
+                        f"{search[parent].values()}"
+                    )
+        if space.cases:
+            for combo in itertools.product(*(search[p].values() for p in parents)):
+                point = dict(zip(parents, combo, strict=True))
+                hits = [v for v in space.cases if all(point[k] == x for k, x in v.when.items())]
+                if len(hits) != 1:
+                    where = ", ".join(f"{k} = {v!r}" for k, v in point.items())
+                    problem = "no case covers" if not hits else f"{len(hits)} cases match"
+                    raise ValueError(f"search.{path}: {problem} {where}")
+        seen.append(path)
+
+
+def grid_points(search: dict[str, SearchSpace]) -> list[dict[str, Any]]:
+    """Every configuration of a grid, in file order; a conditional dimension contributes
+    its values only where its condition holds (so no configuration is run twice)."""
+    points: list[dict[str, Any]] = [{}]
+    for path, space in search.items():
+        grown = []
+        for point in points:
+            applying = space.applying(point)
+            choices = applying.choices if applying is not None else None
+            grown += [{**point, path: c} for c in choices] if choices else [point]
+        points = grown
+    return points
 
 
 # Fields that define the study itself (where it lives, how it searches, what it judges by): a
@@ -270,6 +377,7 @@ NOT_SEARCHABLE = (
     "tracking_uri",
     "output_dir",
     "thresholds",
+    "replicates",
 )
 
 
@@ -288,6 +396,9 @@ class Experiment(_Strict):
     sampler: Literal["tpe", "grid", "random", "nsga2"] = "tpe"
     pruner: Literal["median", "hyperband", "none"] = "median"
     n_trials: int = Field(4, ge=1)
+    replicates: int = Field(
+        1, ge=1, description="runs of each sampled configuration, with seeds seed, seed+1, ..."
+    )
     timeout: float | None = Field(None, gt=0, description="seconds for the whole study")
     storage: str | None = Field(
         None,
@@ -325,7 +436,14 @@ class Experiment(_Strict):
                 get_path(raw, path)  # raises for a path that names nothing
             except ValueError as e:
                 problems.append(f"search: {e}")
-        if self.sampler == "grid" and any(s.type != "grid" for s in self.search.values()):
+        if self.replicates > 1 and "seed" in self.search:
+            problems.append("search: 'seed' cannot be searched when replicates > 1 sets it")
+        try:
+            check_conditions(self.search)
+        except ValueError as e:
+            problems.append(str(e))
+        variants = [v for s in self.search.values() for v in s.variants]
+        if self.sampler == "grid" and any(v.type != "grid" for v in variants):
             problems.append("sampler 'grid' needs every search dimension to be type: grid")
         if problems:
             raise ValueError("\n".join(problems))
@@ -343,11 +461,40 @@ class Experiment(_Strict):
 
     @property
     def is_toy(self) -> bool:
-        return self.model == "toy" or self.model.startswith("toy:")
+        return models.is_toy(self.model)
 
     @property
     def toy_size(self) -> str:
-        return self.model.split(":", 1)[1] if ":" in self.model else "demo"
+        return models.toy_size(self.model)
+
+
+class StudySpec(_Strict):
+    """What a study is, logged once on its parent run as `study/spec.json` and read back by
+    reports with this same model (nothing is re-parsed from parameter strings)."""
+
+    name: str
+    model: str
+    sampler: str
+    pruner: str
+    replicates: int = 1
+    objectives: list[Objective]
+    constraints: list[Constraint] = Field(default_factory=list)
+    search: dict[str, SearchSpace] = Field(default_factory=dict)
+    suites: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, exp: Experiment, objectives: list[tuple[str, str]]) -> StudySpec:
+        return cls(
+            name=exp.name,
+            model=exp.model,
+            sampler=exp.sampler,
+            pruner=exp.pruner,
+            replicates=exp.replicates,
+            objectives=[Objective(metric=m, direction=d) for m, d in objectives],
+            constraints=exp.constraints,
+            search=exp.search,
+            suites=exp.eval.suites,
+        )
 
 
 # ---------------------------------------------------------------- dotted paths

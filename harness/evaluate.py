@@ -175,7 +175,9 @@ def resolve_dataset(dataset: str, model_name: str | None) -> str:
     """`auto` means the toy data sets for the toy model (by name or path), English otherwise."""
     if dataset != "auto":
         return dataset
-    if model_name and (model_name == "toy" or model_name.startswith("toy:")):
+    from harness.models import is_toy
+
+    if model_name and is_toy(model_name):
         return "toy"
     if model_name:
         from harness.toy.build import cache_root
@@ -417,6 +419,11 @@ def summarize(
         for value, group in groups.items():
             prefix = (suite.name,) if value is None else (suite.name, str(value))
             scores = [r["scores"][m.score] for r in group]
+            if m.agree_by:  # one 0/1 score per group: do all its records agree?
+                agreeing: dict[str, set[float]] = {}
+                for r, score in zip(group, scores, strict=True):
+                    agreeing.setdefault(json.dumps(field_values(r, m.agree_by)), set()).add(score)
+                scores = [float(len(v) == 1) for v in agreeing.values()]
             name = metric_name(*prefix, m.name)
             out[name] = sum(scores) / len(scores)
             if m.interval == "wilson" and all(s in (0.0, 1.0) for s in scores):
@@ -510,16 +517,14 @@ def evaluate(
     eval_config: EvalConfig | None = None,
     dataset: str = "auto",
     base: str | EvalResult | None = None,
-    base_model_name: str | None = None,
     out_dir: str | Path | None = None,
     limit: int | None = None,
     suite_dirs: list[str | Path] | tuple = (),
 ) -> EvalResult:
     """Evaluate a loaded model on the named suites (`limit`: first N items per task, defaults
     to eval_config.limit). Suites that compare with the base (forgetting) pair each item with
-    `base`: its results (an EvalResult) or a model name whose results come from the base cache
-    (`base_model_name` is the same as passing a name). The model's train/eval mode is restored
-    afterwards, so this can run mid-training."""
+    `base`: its results (an EvalResult) or a model name whose results come from the base cache.
+    The model's train/eval mode is restored afterwards, so this can run mid-training."""
     cfg = eval_config or EvalConfig()
     limit = limit if limit is not None else cfg.limit
     dataset = resolve_dataset(_dataset(dataset, cfg), getattr(model, "name_or_path", None))
@@ -529,7 +534,6 @@ def evaluate(
         model, tokenizer, loaded, cfg, dataset, limit, cfg.tasks if "forgetting" in suites else []
     )
     seconds = time.time() - start
-    base = base if base is not None else base_model_name
     compared = [s.name for s in loaded if s.compares_base]
     base_records = None
     if isinstance(base, EvalResult):

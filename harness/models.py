@@ -8,14 +8,22 @@ from pathlib import Path
 from harness.errors import HarnessError
 
 
+def is_toy(name: str) -> bool:
+    """`toy` (the demo size) or `toy:<size>`: a model of the offline toy world."""
+    return name == "toy" or name.startswith("toy:")
+
+
+def toy_size(name: str) -> str:
+    return name.split(":", 1)[1] if ":" in name else "demo"
+
+
 def resolve_model_path(name: str) -> str:
     """`toy` / `toy:tiny` → the cached toy model directory (built on first use); a local
     directory as is; anything else is passed to transformers as a hub name."""
-    if name == "toy" or name.startswith("toy:"):
+    if is_toy(name):
         from harness.toy.build import build_toy_world
 
-        size = name.split(":", 1)[1] if ":" in name else "demo"
-        return str(build_toy_world(size).model_dir)
+        return str(build_toy_world(toy_size(name)).model_dir)
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():

@@ -13,7 +13,6 @@ report with the same blocks.
 
 from __future__ import annotations
 
-import ast
 import base64
 import functools
 import html
@@ -21,21 +20,27 @@ import io
 import json
 import math
 import os
-import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import Constraint, Experiment, load_experiment, resolve_tracking_uri
+from pydantic import ValidationError
+
+from harness.config import (
+    Constraint,
+    Experiment,
+    StudySpec,
+    load_experiment,
+    resolve_tracking_uri,
+)
 from harness.errors import HarnessError
 from harness.files import read_jsonl, write_atomic
 from harness.stats import paired_comparison
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 _RUN_ID_KEYS = ("mlflow_run_id", "run_id", "mlflow_run", "mlflow run id")
-_MIX_HINT = re.compile(r"weight|ratio|share|mix|replay|frac", re.IGNORECASE)
 _MAX_ABLATION_PARAMS = 6
 
 
@@ -218,6 +223,10 @@ def load_records(client: Any, run_id: str, suites: Sequence[str] | None = None) 
 
 @dataclass
 class Trial:
+    """One sampled configuration. With replicates, `metrics` are the mean over its replicate
+    runs (`run_ids`, first replicate first; `run_id` is the first) and `spread` their standard
+    deviation."""
+
     number: int | None
     state: str  # COMPLETE | PRUNED | FAIL | RUNNING | ...
     run_id: str | None
@@ -225,6 +234,8 @@ class Trial:
     metrics: dict[str, float] = field(default_factory=dict)
     values: list[float] | None = None
     fail_reason: str | None = None
+    run_ids: list[str] = field(default_factory=list)
+    spread: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -241,6 +252,7 @@ class Study:
     notes: list[str]  # caveats about what was found
     picked: str | None = None  # the study's own choice (tag harness.best_trials)
     suite_dirs: list[str] = field(default_factory=list)  # extra suite folders (eval.suite_dirs)
+    base: dict[str, float] = field(default_factory=dict)  # the base model's metrics
 
     @functools.cached_property
     def key_metrics(self) -> list[str]:
@@ -250,6 +262,10 @@ class Study:
         names = key_metrics(load_suites(sorted(discover_suites(self.suite_dirs)), self.suite_dirs))
         seen = {m for t in self.trials for m in t.metrics}
         return [k.name for k in names if k.name in seen]
+
+    @property
+    def replicated(self) -> bool:
+        return any(len(t.run_ids) > 1 for t in self.trials)
 
     @property
     def partial(self) -> bool:
@@ -266,83 +282,27 @@ class Study:
         return reasons
 
 
-def _parse_objectives(params: dict[str, str]) -> list[tuple[str, str]]:
-    """Objectives as the study logged them (`study.objectives`: a JSON list of [metric,
-    direction]); also accepts lists of dicts/strings, 'metric:direction,...' and flattened
-    objectives.N.* so reports survive changes to how the study logs them."""
-    flat = {}
-    for key, value in params.items():
-        m = re.fullmatch(r"(?:study\.)?objectives\.(\d+)\.(metric|direction)", key)
-        if m:
-            flat.setdefault(int(m[1]), {})[m[2]] = value
-    if flat:
-        return [(o["metric"], o.get("direction", "maximize")) for _, o in sorted(flat.items())]
-    text = params.get("study.objectives") or params.get("objectives")
-    if not text:
-        return []
-    parsed: Any = None
-    for loader in (json.loads, ast.literal_eval):
-        try:
-            parsed = loader(text)
-            break
-        except (ValueError, SyntaxError):
-            continue
-    items = parsed if isinstance(parsed, list) else re.split(r"[,;]", text)
-    if isinstance(parsed, dict):
-        items = [{"metric": k, "direction": v} for k, v in parsed.items()]
-    out = []
-    for item in items:
-        if isinstance(item, dict) and "metric" in item:
-            out.append((str(item["metric"]), str(item.get("direction", "maximize"))))
-        elif isinstance(item, (list, tuple)) and len(item) == 2:
-            out.append((str(item[0]), str(item[1])))
-        elif isinstance(item, str) and item.strip():
-            words = [w for w in re.split(r"[\s:=]+", item.strip()) if w]
-            direction = next((w for w in words if w in ("maximize", "minimize")), "maximize")
-            metric = next((w for w in words if w not in ("maximize", "minimize")), None)
-            if metric:
-                out.append((metric, direction))
-    return out
-
-
-def _parse_constraints(params: dict[str, str]) -> list[Constraint]:
-    flat = [v for k, v in sorted(params.items()) if re.fullmatch(r"(study\.)?constraints\.\d+", k)]
-    text = params.get("study.constraints") or params.get("constraints")
-    items: list[Any] = flat
-    if text and not flat:
-        try:
-            loaded = json.loads(text)
-        except ValueError:
-            try:
-                loaded = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                loaded = re.split(r"[,;]", text)
-        items = loaded if isinstance(loaded, list) else []
-    out = []
-    for item in items:
-        try:
-            if isinstance(item, dict):
-                out.append(Constraint(**item))
-            elif isinstance(item, str) and item.strip():
-                out.append(Constraint.parse(item))
-        except (ValueError, TypeError):
-            continue
-    return out
-
-
-def _trials_json(client: Any, run_id: str) -> list[dict] | None:
+def _study_json(client: Any, run_id: str, name: str) -> Any:
+    """A JSON artifact `study/<name>` of the parent run, or None when it is not logged (yet)."""
     from mlflow.exceptions import MlflowException
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = client.download_artifacts(run_id, "study/trials.json", tmp)
+            local = client.download_artifacts(run_id, f"study/{name}", tmp)
         except (MlflowException, OSError):
             return None
         try:
-            data = json.loads(Path(local).read_text(encoding="utf-8"))
+            return json.loads(Path(local).read_text(encoding="utf-8"))
         except ValueError:
-            raise HarnessError(f"run {run_id}: study/trials.json is not valid JSON") from None
-    return data if isinstance(data, list) else None
+            raise HarnessError(f"run {run_id}: study/{name} is not valid JSON") from None
+
+
+def _spec(client: Any, run_id: str) -> StudySpec | None:
+    data = _study_json(client, run_id, "spec.json")
+    try:
+        return StudySpec.model_validate(data) if data is not None else None
+    except ValidationError as e:
+        raise HarnessError(f"run {run_id}: study/spec.json: {e.errors()[0]['msg']}") from None
 
 
 def _int_or_none(x: Any) -> int | None:
@@ -350,6 +310,42 @@ def _int_or_none(x: Any) -> int | None:
         return int(x)
     except (TypeError, ValueError):
         return None
+
+
+def _trial_from_runs(runs: list[Any]) -> Trial:
+    """A trial from its replicate runs: metrics averaged over the replicates that logged them;
+    the state is the worst of theirs (a failed replicate fails the trial)."""
+    import statistics
+
+    runs = sorted(runs, key=lambda r: _int_or_none(r.data.tags.get("replicate")) or 0)
+    states = [
+        r.data.tags.get("harness.state")
+        or ("RUNNING" if r.info.status == "RUNNING" else r.info.status)
+        for r in runs
+    ]
+    state = next((s for s in ("FAIL", "FAILED", "RUNNING", "PRUNED") if s in states), states[0])
+    names = {m for r in runs for m in r.data.metrics}
+    values = {m: [r.data.metrics[m] for r in runs if m in r.data.metrics] for m in names}
+    first = runs[0]
+    return Trial(
+        number=_int_or_none(first.data.tags.get("harness.trial")),
+        state=state,
+        run_id=first.info.run_id,
+        fail_reason=next(
+            (
+                r.data.tags["harness.fail_reason"]
+                for r in runs
+                if r.data.tags.get("harness.fail_reason")
+            ),
+            None,
+        ),
+        params={
+            k[len("trial.") :]: v for k, v in first.data.params.items() if k.startswith("trial.")
+        },
+        metrics={m: statistics.fmean(v) for m, v in values.items()},
+        run_ids=[r.info.run_id for r in runs],
+        spread={m: statistics.stdev(v) for m, v in values.items() if len(v) > 1},
+    )
 
 
 def load_study(name: str, tracking_uri: str, exp: Experiment | None = None) -> Study:
@@ -380,23 +376,17 @@ def load_study(name: str, tracking_uri: str, exp: Experiment | None = None) -> S
         children = client.search_runs([eid], "tags.`harness.role` = 'trial'", max_results=5000)
         notes.append("no study (parent) run found; the report lists every trial run.")
 
-    trials: dict[str, Trial] = {}
+    by_trial: dict[str, list[Any]] = {}  # a trial's replicate runs, by trial number
     for run in children:
-        tags = run.data.tags
-        status = run.info.status
-        state = tags.get("harness.state") or ("RUNNING" if status == "RUNNING" else status)
-        trials[run.info.run_id] = Trial(
-            number=_int_or_none(tags.get("harness.trial")),
-            state=state,
-            run_id=run.info.run_id,
-            fail_reason=tags.get("harness.fail_reason"),
-            params={
-                k[len("trial.") :]: v for k, v in run.data.params.items() if k.startswith("trial.")
-            },
-            metrics=dict(run.data.metrics),
-        )
+        number = run.data.tags.get("harness.trial")
+        by_trial.setdefault(number if number is not None else run.info.run_id, []).append(run)
+    trials: dict[str, Trial] = {}
+    for runs in by_trial.values():
+        trial = _trial_from_runs(runs)
+        trials[trial.run_id] = trial
 
-    listed = _trials_json(client, parent.info.run_id) if parent is not None else None
+    listed = _study_json(client, parent.info.run_id, "trials.json") if parent is not None else None
+    listed = listed if isinstance(listed, list) else None
     if parent is not None and listed is None:
         notes.append("study/trials.json is not logged yet; trial states come from the runs.")
     by_number = {t.number: t for t in trials.values() if t.number is not None}
@@ -419,11 +409,19 @@ def load_study(name: str, tracking_uri: str, exp: Experiment | None = None) -> S
             trial.params = {k: str(v) for k, v in entry["params"].items()}
 
     pparams = dict(parent.data.params) if parent is not None else {}
+    spec = _spec(client, parent.info.run_id) if parent is not None else None
     if exp is not None:
         objectives = [(o.metric, o.direction) for o in exp.objectives]
         constraints = list(exp.constraints)
+    elif spec is not None:
+        objectives = [(o.metric, o.direction) for o in spec.objectives]
+        constraints = list(spec.constraints)
     else:
-        objectives, constraints = _parse_objectives(pparams), _parse_constraints(pparams)
+        objectives, constraints = [], []
+        if parent is not None:
+            notes.append(
+                "no study/spec.json on the parent run: objectives and constraints unknown."
+            )
     ordered = sorted(trials.values(), key=lambda t: (t.number is None, t.number or 0))
     return Study(
         name=name,
@@ -438,6 +436,11 @@ def load_study(name: str, tracking_uri: str, exp: Experiment | None = None) -> S
         notes=notes,
         picked=parent.data.tags.get("harness.best_trials") if parent is not None else None,
         suite_dirs=list(exp.eval.suite_dirs) if exp is not None else [],
+        base={
+            k[len("base/") :]: v
+            for k, v in (parent.data.metrics if parent is not None else {}).items()
+            if k.startswith("base/")
+        },
     )
 
 
@@ -500,6 +503,28 @@ def best_trials(study: Study) -> tuple[list[Trial], str]:
     return [pool[i] for i in front], f"Pareto-optimal on {names} {how}."
 
 
+def pool_replicates(replicates: list[list[dict]]) -> list[dict]:
+    """One record per item, its `score` averaged over the replicate runs of a configuration.
+
+    How replicates are pooled for a paired comparison (against the base, or between
+    configurations): items are matched by (task, id) across replicates, each item's score
+    becomes its mean over the seeds (a fraction where the seeds disagree), and the comparison
+    pairs these per-item means. Seed-to-seed disagreement on an item thus widens the interval;
+    a shift shared by every item of one seed is visible in the replicate spread shown beside
+    it. An item missing from any replicate is left out, so every mean covers the same seeds.
+    """
+    if len(replicates) == 1:
+        return replicates[0]
+    keyed = [{(r.get("task"), str(r.get("id"))): r for r in rows} for rows in replicates]
+    common = [k for k in keyed[0] if all(k in other for other in keyed[1:])]
+    pooled = []
+    for key in common:
+        scores = [float(rows[key]["score"]) for rows in keyed if rows[key].get("score") is not None]
+        if len(scores) == len(keyed):
+            pooled.append(keyed[0][key] | {"score": sum(scores) / len(scores)})
+    return pooled
+
+
 def forgetting_by_task(records: list[dict]) -> list[dict]:
     """Per-task accuracy vs the base model on the same items, with the paired interval."""
     by_task: dict[str, list[dict]] = {}
@@ -533,13 +558,23 @@ def forgetting_by_task(records: list[dict]) -> list[dict]:
 # ---------------------------------------------------------------- plots
 
 
-def _plot_pareto(trials: list[Trial], x: str, y: str, front_ids: set[str]) -> bytes | None:
+def _plot_pareto(
+    trials: list[Trial], x: str, y: str, front_ids: set[str], base: dict[str, float]
+) -> bytes | None:
     pts = [t for t in trials if t.state == "COMPLETE" and x in t.metrics and y in t.metrics]
     if not pts:
         return None
     fig, ax = new_figure(figsize=(6, 4.5))
+    if x in base and y in base:  # the reference every trial should be read against
+        ax.scatter(base[x], base[y], marker="*", s=160, c="black", zorder=4, label="base model")
+        ax.annotate("base", (base[x], base[y]), textcoords="offset points", xytext=(6, -10),
+                    fontsize=8)  # fmt: skip
+        ax.legend(fontsize=8, loc="best")
     for t in pts:
         on_front = t.run_id in front_ids
+        if x in t.spread and y in t.spread:  # replicates: ± one standard deviation
+            ax.errorbar(t.metrics[x], t.metrics[y], xerr=t.spread[x], yerr=t.spread[y],
+                        fmt="none", ecolor="grey", lw=0.8, zorder=2)  # fmt: skip
         ax.scatter(
             t.metrics[x],
             t.metrics[y],
@@ -568,7 +603,7 @@ def _as_float(v: str) -> float | None:
 
 def _ablation_params(trials: list[Trial]) -> list[str]:
     names = sorted({p for t in trials for p in t.params})
-    names.sort(key=lambda p: (not _MIX_HINT.search(p), p))  # mix ratios/weights first
+    names.sort(key=lambda p: (not p.startswith("data."), p))  # the mix (weights, ops) first
     return names[:_MAX_ABLATION_PARAMS]
 
 
@@ -645,6 +680,23 @@ def _with_interval(metrics: dict[str, float], name: str) -> str:
         if low is not None and high is not None
         else text
     )
+
+
+_INTERVALS = (
+    "Row 'base' is the base model before SFT. Intervals are 95% (Wilson for rates, paired "
+    "bootstrap for deltas) over a single run's items."
+)
+_REPLICATES = (
+    " A trial with several runs (replicates: the same configuration at seeds seed, seed+1, ...)"
+    " shows the replicate mean ± the standard deviation across replicates (seed noise)."
+)
+
+
+def _metric_cell(t: Trial, name: str) -> str:
+    """A trial's metric: mean ± sd over replicates, or one run's value with its interval."""
+    if name in t.spread:
+        return f"{fmt_num(t.metrics[name])} ± {fmt_num(t.spread[name])}"
+    return _with_interval(t.metrics, name)
 
 
 def _key_metrics(study: Study) -> list[str]:
@@ -731,9 +783,13 @@ def study_blocks(study: Study) -> list[Block]:
             ok, problems = _feasible(t, study.constraints)
             rows.append(
                 [_trial_label(t), (t.run_id or "")[:8]]
-                + [_with_interval(t.metrics, m) for m, _ in objectives]
+                + [_metric_cell(t, m) for m, _ in objectives]
                 + ["all satisfied" if ok else "; ".join(problems)]
                 + [", ".join(f"{k}={_short(v)}" for k, v in sorted(t.params.items()))]
+            )
+        if study.base:
+            rows.append(
+                ["base", ""] + [_with_interval(study.base, m) for m, _ in objectives] + ["", ""]
             )
         blocks.append(Table(headers, rows))
     if study.picked:
@@ -759,20 +815,25 @@ def study_blocks(study: Study) -> list[Block]:
         }
     )
     keys = _key_metrics(study)
-    headers = ["trial", "state", "run"] + params
+    runs = ["runs"] if study.replicated else []
+    headers = ["trial", "state", "run", *runs, *params]
     headers += [m[len("mix/") : -len("/share")] + " share" for m in mixes] + keys + ["note"]
     rows = []
+    if study.base:
+        blank = [""] * (len(runs) + len(params) + len(mixes))
+        rows.append(["base", "", "", *blank, *(_with_interval(study.base, m) for m in keys), ""])
     for t in study.trials:
         rows.append(
             [_trial_label(t), t.state, (t.run_id or "")[:8]]
+            + ([str(len(t.run_ids))] if runs else [])
             + [_short(t.params[p]) if p in t.params else "" for p in params]
             + [fmt_num(t.metrics[m]) if m in t.metrics else "" for m in mixes]
-            + [_with_interval(t.metrics, m) for m in keys]
+            + [_metric_cell(t, m) for m in keys]
             + [t.fail_reason or ""]
         )
     blocks.append(Table(headers, rows))
     if keys:
-        blocks.append(Para("Intervals are 95% (Wilson for rates, paired bootstrap for deltas)."))
+        blocks.append(Para(_INTERVALS + (_REPLICATES if study.replicated else "")))
     blocks += _judge_notes(study)
 
     # Pareto front
@@ -784,7 +845,7 @@ def study_blocks(study: Study) -> list[Block]:
         t for t in study.trials if t.state == "COMPLETE" and x in t.metrics and target in t.metrics
     ]
     front = pareto_front([[t.metrics[x], t.metrics[target]] for t in pts], [True, True])
-    png = _plot_pareto(study.trials, x, target, {pts[i].run_id for i in front})
+    png = _plot_pareto(study.trials, x, target, {pts[i].run_id for i in front}, study.base)
     if png:
         blocks.append(Plot("pareto", f"{target} vs {x}", png))
         blocks.append(Para("On the front: " + ", ".join(_trial_label(pts[i]) for i in front) + "."))
@@ -830,7 +891,9 @@ def _forgetting_blocks(study: Study, best: list[Trial]) -> list[Block]:
     for t in study.trials:
         if t.state != "COMPLETE" or not t.run_id:
             continue
-        records = load_records(client, t.run_id, ["forgetting"]).get("forgetting", [])
+        records = pool_replicates(
+            [load_records(client, r, ["forgetting"]).get("forgetting", []) for r in t.run_ids]
+        )
         per_task = forgetting_by_task(records)
         if not per_task:  # no per-item base scores: the logged summaries, without intervals
             tasks = sorted(
@@ -864,8 +927,15 @@ def _forgetting_blocks(study: Study, best: list[Trial]) -> list[Block]:
                 )
     if not rows:
         return [Para("No forgetting results from completed trials yet.")]
-    headers = ["trial", "task", "n", "base acc", "acc", "delta", "95% paired CI", "p (McNemar)"]
-    return [Table(headers, rows), *plots]
+    headers = ["trial", "task", "n", "base acc", "acc", "delta", "95% paired CI", "p"]
+    pooled = [
+        Para(
+            "Replicated trials: each item's score is its mean over the replicates (seeds), "
+            "paired with the base by item; p is McNemar's for single runs, a sign-flip test "
+            "for pooled scores."
+        )
+    ]
+    return [Table(headers, rows), *(pooled if study.replicated else []), *plots]
 
 
 def _detectable_blocks(study: Study, best: list[Trial]) -> list[Block]:

@@ -1,9 +1,10 @@
 """`harness run`: an Optuna study whose every trial is trained, judged on behaviour and logged.
 
-One trial, top to bottom: sample parameters → resolve the experiment with them → build the data
-mix → masked SFT (at each eval interval the objective, measured on a few items, goes to the
-pruner) → full eval suites against the cached base model → MLflow child run. A trial that fails (NaN loss,
-out of memory, a sample that breaks validation) is recorded as failed with its reason, and the
+One trial, top to bottom: sample parameters → for each replicate (seed, seed+1, ...): resolve
+the experiment with them → build the data mix → masked SFT (at each eval interval the objective,
+measured on a few items, goes to the pruner) → full eval suites against the cached base model →
+its own MLflow child run; Optuna gets the replicate mean. A trial that fails (NaN loss, out of
+memory, a sample that breaks validation) is recorded as failed with its reason, and the
 study goes on. The same study name resumes the same study and the same MLflow parent run.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import os
 import signal
 import threading
@@ -19,7 +19,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,9 @@ from harness import tracking
 from harness.config import (
     Experiment,
     SearchSpace,
+    StudySpec,
     default_storage,
+    grid_points,
     resolve_tracking_uri,
     with_params,
 )
@@ -53,6 +55,7 @@ class StudyOutcome:
     tracking_uri: str
     storage: str
     report_dir: Path | None = None
+    base: dict[str, float] = field(default_factory=dict)  # the base model's eval summary
 
 
 # ---------------------------------------------------------------- Optuna pieces
@@ -156,6 +159,37 @@ def make_pruner(exp: Experiment) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
+GRID_POINT = "grid point"  # the Optuna parameter of a grid with conditional dimensions
+
+
+def sample(trial: optuna.Trial, exp: Experiment) -> dict[str, Any]:
+    """A trial's configuration by dotted path: where the search space becomes `trial.suggest_*`.
+
+    Dimensions are sampled in file order; a conditional one only where its `when` holds (see
+    `config.SearchSpace`). Each case of a dimension is its own Optuna parameter (named
+    `<path> | <condition>`), so a sampler never mixes the LoRA range with the full fine-tuning
+    one. A grid with conditional dimensions is enumerated up front (`config.grid_points`, no
+    configuration twice) and Optuna's grid sampler walks its points.
+    """
+    if exp.sampler == "grid" and _conditional(exp):
+        points = grid_points(exp.search)
+        return points[trial.suggest_categorical(GRID_POINT, list(range(len(points))))]
+    params: dict[str, Any] = {}
+    for path, dimension in exp.search.items():
+        space = dimension.applying(params)
+        if space is None:
+            continue
+        name = path
+        if dimension.cases:
+            name += " | " + ", ".join(f"{k}={v}" for k, v in (space.when or {}).items())
+        params[path] = suggest(trial, name, space)
+    return params
+
+
+def _conditional(exp: Experiment) -> bool:
+    return any(v.when for s in exp.search.values() for v in s.variants)
+
+
 def suggest(trial: optuna.Trial, name: str, space: SearchSpace) -> Any:
     if space.type == "float":
         return trial.suggest_float(name, space.low, space.high, log=space.log, step=space.step)
@@ -225,14 +259,15 @@ def run_study(
     parent_params = {
         "study.sampler": exp.sampler,
         "study.pruner": exp.pruner,
-        "study.objectives": objectives,
-        "study.constraints": [c.model_dump() for c in exp.constraints],
-        "study.search": {k: v.model_dump(exclude_none=True) for k, v in exp.search.items()},
+        "study.replicates": exp.replicates,
         "study.storage": storage_url,
         "study.model": exp.model,
     }
+    setup = _Setup(exp, tokenizer, base, dataset, experiment_id, objectives)
     with tracking.start_parent(exp, experiment_id, parent_params) as parent:
         _log_lint(lint)
+        _log_spec(StudySpec.of(exp, objectives))
+        tracking.log_metrics({f"base/{k}": v for k, v in base.summary.items() if k.count("/") == 1})
         print(f"study {exp.name}: {_progress(study)[0]} of {target} trial(s) done")
         deadline = time.monotonic() + exp.timeout if exp.timeout else None
         try:
@@ -249,18 +284,13 @@ def run_study(
                 if trial is None:
                     time.sleep(HEARTBEAT_SECONDS)  # other workers run the last trials
                     continue
-                _run_trial(
-                    study,
-                    rdb,
-                    trial,
-                    lambda trial: _objective(
-                        trial, exp, tokenizer, base, dataset, experiment_id, objectives
-                    ),
-                )
+                _run_trial(study, rdb, trial, functools.partial(_objective, setup=setup))
         finally:  # also on Ctrl-C: MLflow agrees with Optuna on every finished trial
             tracking.reconcile(experiment_id, _uid(study), _states(study))
         retried(_log_study_summary)(study, objectives)
-        outcome = StudyOutcome(study, experiment_id, parent.info.run_id, tracking_uri, storage_url)
+        outcome = StudyOutcome(
+            study, experiment_id, parent.info.run_id, tracking_uri, storage_url, base=base.summary
+        )
     return outcome
 
 
@@ -306,10 +336,15 @@ def _open_study(
         if _UID not in study.user_attrs:
             study.set_user_attr(_UID, uuid.uuid4().hex)
         if exp.sampler == "grid":
-            names = list(exp.search)
-            for point in itertools.product(*(exp.search[n].choices or [] for n in names)):
-                study.enqueue_trial(dict(zip(names, point, strict=True)), skip_if_exists=True)
+            enqueue_grid(study, exp)
     return study
+
+
+def enqueue_grid(study: optuna.Study, exp: Experiment) -> None:
+    """Queue every grid point once (a conditional grid's points by index, see `sample`); the
+    grid sampler then only hands out queued points, so no configuration runs twice."""
+    for i, point in enumerate(grid_points(exp.search)):
+        study.enqueue_trial({GRID_POINT: i} if _conditional(exp) else point, skip_if_exists=True)
 
 
 _UID = "harness.uid"
@@ -386,39 +421,108 @@ def _drill(phase: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _objective(
-    trial: optuna.Trial,
-    exp: Experiment,
-    tokenizer: Any,
-    base: Any,
-    dataset: str,
-    experiment_id: str,
-    objectives: list[tuple[str, str]],
-) -> float | list[float]:
+@dataclass(frozen=True)
+class _Setup:
+    """What every trial of a study shares (made once, before the study starts)."""
+
+    exp: Experiment
+    tokenizer: Any
+    base: Any  # the base model's EvalResult
+    dataset: str
+    experiment_id: str
+    objectives: list[tuple[str, str]]
+
+    @property
+    def needed(self) -> set[str]:
+        """The metrics Optuna sees: objectives and constraints."""
+        return {m for m, _ in self.objectives} | {c.metric for c in self.exp.constraints}
+
+
+def _objective(trial: optuna.Trial, setup: _Setup) -> float | list[float]:
+    """One trial: sample a configuration, run it `replicates` times (seeds seed, seed+1, ...),
+    and give Optuna the replicate mean of each objective and constraint."""
+    exp, objectives = setup.exp, setup.objectives
+    params = sample(trial, exp)
+    config = tracking.config_id(params)
+    trial.set_user_attr("params", params)
+    trial.set_user_attr("config_id", config)
+    started = time.time()
+    replicates: list[dict] = []
+    for replicate in range(exp.replicates):
+        replicates.append({"replicate": replicate, "seed": exp.seed + replicate})
+        summary = _run_replicate(trial, setup, params, config, replicates)
+        kept = {k: v for k, v in summary.items() if _headline(k) or k in setup.needed}
+        replicates[-1]["summary"] = kept
+        trial.set_user_attr("replicates", replicates)
+    summary, spread = mean_summary([r["summary"] for r in replicates])
+    trial.set_user_attr("summary", summary)
+    if spread:
+        trial.set_user_attr("summary_sd", spread)
+    if exp.constraints:
+        trial.set_user_attr(
+            "constraints", [c.violation(_metric(summary, c.metric)) for c in exp.constraints]
+        )
+    _print_trial(trial.number, params, summary, objectives, time.time() - started, len(replicates))
+    values = [summary[m] for m, _ in objectives]
+    return values[0] if len(values) == 1 else values
+
+
+def mean_summary(summaries: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Replicate mean of each metric, and (for two or more replicates) its sample standard
+    deviation: the seed noise an effect between configurations is judged against."""
+    import statistics
+
+    names = [k for k in summaries[0] if all(k in s for s in summaries)]
+    mean = {k: statistics.fmean(s[k] for s in summaries) for k in names}
+    if len(summaries) < 2:
+        return mean, {}
+    return mean, {k: statistics.stdev(s[k] for s in summaries) for k in names}
+
+
+def _run_replicate(
+    trial: optuna.Trial, setup: _Setup, params: dict[str, Any], config: str, replicates: list
+) -> dict[str, float]:
+    """Train and evaluate the last of `replicates` in its own MLflow child run; returns its
+    eval summary. Only the first replicate reports to the pruner (Optuna keeps one value per
+    step), so a pruned trial has one run."""
     from harness import evaluate as ev
     from harness.train import load_base_model, prepare_data, save, train
 
-    params = {name: suggest(trial, name, space) for name, space in exp.search.items()}
-    trial_dir = Path(exp.output_dir).resolve() / exp.name / f"trial-{trial.number}"
+    exp, tokenizer, objectives = setup.exp, setup.tokenizer, setup.objectives
+    replicate, seed = replicates[-1]["replicate"], replicates[-1]["seed"]
+    name = f"trial-{trial.number}" + (f".{replicate}" if exp.replicates > 1 else "")
+    trial_dir = Path(exp.output_dir).resolve() / exp.name / name
     started = time.time()
     with tracking.start_trial(
-        exp, experiment_id, trial.number, trial._trial_id, _uid(trial.study)
+        exp,
+        setup.experiment_id,
+        trial.number,
+        trial._trial_id,
+        _uid(trial.study),
+        config=config,
+        replicate=replicate,
     ) as run:
-        trial.set_user_attr("mlflow_run_id", run.info.run_id)
+        if replicate == 0:
+            trial.set_user_attr("mlflow_run_id", run.info.run_id)
+        replicates[-1]["mlflow_run_id"] = run.info.run_id
+        trial.set_user_attr("replicates", replicates)
         tracking.log_params({f"trial.{k}": v for k, v in params.items()})
         try:
-            texp = with_params(exp, params)
+            texp = with_params(exp, {**params, "seed": seed} if exp.replicates > 1 else params)
             tracking.log_params({f"cfg.{k}": v for k, v in tracking.flatten(texp.raw).items()})
             _log_text("config/resolved.yaml", _yaml(texp.raw))
 
             data = prepare_data(texp, tokenizer)
             model = load_base_model(texp)
-            single = len(objectives) == 1
+            prunes = len(objectives) == 1 and replicate == 0  # Optuna prunes single objectives
 
             def on_interval(step: int, model: Any) -> bool:
-                score = _interim_objective(model, tokenizer, texp, dataset, base, objectives[0][0])
-                tracking.log_metrics({f"interim/{objectives[0][0]}": score}, step=step)
-                if not single:  # Optuna prunes single-objective studies only
+                metric = objectives[0][0]
+                score = _interim_objective(
+                    model, tokenizer, texp, setup.dataset, setup.base, metric
+                )
+                tracking.log_metrics({f"interim/{metric}": score}, step=step)
+                if not prunes:
                     return False
                 trial.report(score, step)
                 return trial.should_prune()
@@ -438,8 +542,8 @@ def _objective(
                 tokenizer,
                 texp.eval.suites,
                 eval_config=texp.eval,
-                dataset=dataset,
-                base=base,
+                dataset=setup.dataset,
+                base=setup.base,
                 out_dir=trial_dir / "eval",
             )
             tracking.log_metrics(evaluation.summary)
@@ -448,21 +552,11 @@ def _objective(
             if texp.save_models:
                 weights = save(result, tokenizer, texp, trial_dir)
                 tracking.log_params({"saved_model": str(weights)})
-            values = [_metric(evaluation.summary, m) for m, _ in objectives]
-            if exp.constraints:
-                trial.set_user_attr(
-                    "constraints",
-                    [c.violation(_metric(evaluation.summary, c.metric)) for c in exp.constraints],
-                )
-            trial.set_user_attr(
-                "summary", {k: v for k, v in evaluation.summary.items() if _headline(k)}
-            )
+            for metric in setup.needed:
+                _metric(evaluation.summary, metric)  # a metric the study needs is missing: fail
             tracking.log_metrics({"trial/seconds": time.time() - started})
             tracking.end_run("COMPLETE")
-            _print_trial(
-                trial.number, params, evaluation.summary, objectives, time.time() - started
-            )
-            return values[0] if len(values) == 1 else values
+            return evaluation.summary
         except optuna.TrialPruned:
             print(f"trial {trial.number}: pruned ({time.time() - started:.0f}s)")
             raise
@@ -549,6 +643,14 @@ def _log_training(result: Any, lineage: dict, tokenizer: Any, exp: Experiment) -
         }
     )
     mlflow.log_dict(lineage, "lineage.json")
+    tracking.log_sources(lineage)
+
+
+def _log_spec(spec: StudySpec) -> None:
+    """The study's one typed record, which reports read back (`report.load_study`)."""
+    import mlflow
+
+    mlflow.log_dict(spec.model_dump(mode="json", exclude_none=True), "study/spec.json")
 
 
 def _log_lint(lint: Any) -> None:
@@ -630,10 +732,7 @@ def _fail_stale_trials(study: optuna.Study) -> None:
 
 
 def _grid_size(exp: Experiment) -> int:
-    size = 1
-    for space in exp.search.values():
-        size *= len(space.choices or [])
-    return size
+    return len(grid_points(exp.search))
 
 
 def _log_study_summary(study: optuna.Study, objectives: list[tuple[str, str]]) -> None:
@@ -643,11 +742,14 @@ def _log_study_summary(study: optuna.Study, objectives: list[tuple[str, str]]) -
         {
             "number": t.number,
             "state": t.state.name,
-            "params": t.params,
+            "params": t.user_attrs.get("params", t.params),
             "values": t.values,
             "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
             "fail_reason": t.user_attrs.get("fail_reason"),
             "summary": t.user_attrs.get("summary", {}),
+            "summary_sd": t.user_attrs.get("summary_sd", {}),
+            "config_id": t.user_attrs.get("config_id"),
+            "replicates": t.user_attrs.get("replicates", []),
             "constraints": t.user_attrs.get("constraints"),
         }
         for t in study.get_trials(deepcopy=False)
@@ -679,13 +781,14 @@ def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def _print_trial(
-    number: int, params: dict, summary: dict, objectives: list, seconds: float
+    number: int, params: dict, summary: dict, objectives: list, seconds: float, replicates: int
 ) -> None:
     shown = ", ".join(
         f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
     )
     values = ", ".join(f"{m}={summary.get(m, float('nan')):.3f}" for m, _ in objectives)
-    print(f"trial {number}: {values} ({shown}) in {seconds:.0f}s")
+    pooled = f", mean of {replicates} replicates" if replicates > 1 else ""
+    print(f"trial {number}: {values} ({shown}{pooled}) in {seconds:.0f}s")
 
 
 def print_table(outcome: StudyOutcome, exp: Experiment) -> None:
@@ -708,19 +811,31 @@ def print_table(outcome: StudyOutcome, exp: Experiment) -> None:
     ):
         table.add_column(header, no_wrap=True)
     best = {t.number for t in best_trials(study)}
+    blank = [""] * (1 + len(exp.search))
+    table.add_row("base", *blank, *(_cell(outcome.base, {}, k.name) for k in columns))
     for t in study.get_trials(deepcopy=False):
-        summary = t.user_attrs.get("summary", {})
+        summary, spread = t.user_attrs.get("summary", {}), t.user_attrs.get("summary_sd", {})
         cells = [f"{t.number}{' *' if t.number in best else ''}", t.state.name.lower()]
-        cells += [str(t.params.get(name, "")) for name in exp.search]
-        cells += [f"{summary[k.name]:.3f}" if k.name in summary else "" for k in columns]
+        params = t.user_attrs.get("params", t.params)
+        cells += [str(params.get(name, "")) for name in exp.search]
+        cells += [_cell(summary, spread, k.name) for k in columns]
         table.add_row(*cells)
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
     console.print("* best trial (the Pareto front when there are several objectives)")
+    if exp.replicates > 1:
+        console.print(f"metrics: mean ± standard deviation over {exp.replicates} replicates")
     console.print(f"MLflow: mlflow ui --backend-store-uri {redact(outcome.tracking_uri)}")
     if outcome.report_dir:
         console.print(f"report: {outcome.report_dir}/report.html (and report.md)")
     console.print(f"Optuna storage: {redact(outcome.storage)}")
+
+
+def _cell(summary: dict[str, float], spread: dict[str, float], metric: str) -> str:
+    if metric not in summary:
+        return ""
+    sd = f"±{spread[metric]:.3f}" if metric in spread else ""
+    return f"{summary[metric]:.3f}{sd}"
 
 
 def _short(path: str) -> str:

@@ -41,7 +41,9 @@ DEFAULT_THRESHOLD = 0.02  # allowed change of a gated metric that declares none
 class MetricSpec:
     """One summary metric: the mean of per-sample score `score` over the records that match
     `where` (doc field -> value), optionally once per value of doc field `by`, with a Wilson
-    interval and/or a paired comparison against the base model.
+    interval and/or a paired comparison against the base model. With `agree_by` the unit is a
+    group of records sharing that doc field: the metric is the share of groups whose records
+    all have the same score (e.g. paraphrases of one fact answered alike).
 
     `gate`: the release gate judges it by default, allowing a change of `threshold` in the bad
     direction (`higher_is_better` says which that is); per-group (`by`) metrics gate only
@@ -57,6 +59,7 @@ class MetricSpec:
     gate: bool = False
     threshold: float = DEFAULT_THRESHOLD
     label: str | None = None
+    agree_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class Suite:
     proxy: str | None = None
     max_gen_toks: dict[str, int] = field(default_factory=dict)
     judge: JudgeSpec | None = None  # who decides refusals (suites that judge replies)
+    trained_items: bool = False  # asks training prompts on purpose: not contamination
 
     @property
     def compares_base(self) -> bool:
@@ -171,6 +175,7 @@ _SUITE_KEYS = {
     "proxy",
     "max_gen_toks",
     "judge",
+    "trained_items",
 }
 _METRIC_KEYS = {
     "name",
@@ -183,6 +188,7 @@ _METRIC_KEYS = {
     "gate",
     "threshold",
     "label",
+    "agree_by",
 }
 
 
@@ -241,6 +247,8 @@ def _parse_suite(folder: Path) -> Suite:
             raise bad(
                 f"{where}.gate", "per-group ('by') metrics gate only when a threshold names them"
             )
+        if m.get("agree_by") is not None and m.get("compare_base"):
+            raise bad(f"{where}.agree_by", "cannot be combined with compare_base")
         metrics.append(MetricSpec(**m))
     compared = [m.by for m in metrics if m.compare_base]
     if len(compared) != len(set(compared)):
@@ -267,6 +275,7 @@ def _parse_suite(folder: Path) -> Suite:
         proxy=proxy,
         max_gen_toks=budgets,
         judge=parse_judge(raw["judge"], str(src)) if "judge" in raw else None,
+        trained_items=raw.get("trained_items") is True,
     )
     for cfg in _task_yamls(suite):
         if cfg.get("output_type") != output_type:

@@ -1,11 +1,15 @@
 """MLflow bookkeeping: one parent run per study, one nested child run per trial.
 
-Layout (what reports and the gate read back):
-- parent run: tags `harness.role=study`, `harness.study=<name>`; metrics `best/<metric>`;
-  artifact `study/trials.json`.
-- child run: tags `harness.role=trial`, `harness.study`, `harness.trial`, `harness.state`,
-  `optuna.trial_id`; params `trial.<path>` (sampled) and `cfg.<path>` (all resolved settings);
-  metrics `train/loss` by step, every eval summary metric, `mix/<source>/...`; artifacts
+Layout (what reports and the gate read back). The MLflow experiment is tagged
+`mlflow.experimentKind=custom_model_development`, so the UI opens on its training runs.
+- parent run: tags `harness.role=study`, `harness.study=<name>`; metrics `best/<metric>` and
+  `base/<metric>` (the base model's own); artifacts `study/spec.json` (`config.StudySpec`:
+  objectives, constraints, search space, replicates, suites) and `study/trials.json`.
+- child run (one per replicate of a trial): tags `harness.role=trial`, `harness.study`,
+  `harness.trial`, `harness.state`, `optuna.trial_id`, `config_id` (a hash of the sampled
+  parameters, equal across replicates and across studies) and `replicate` (0, 1, ...); params `trial.<path>` (sampled) and `cfg.<path>` (all resolved settings);
+  metrics `train/loss` by step, every eval summary metric, `mix/<source>/...`; dataset inputs
+  (each source in the mix, context `training`, its share as a tag); artifacts
   `config/resolved.yaml`, `lineage.json`, `records/<suite>.jsonl`, `samples/<suite>.json` (tables).
 """
 
@@ -27,6 +31,8 @@ from harness.retry import retried
 
 ROLE, STUDY, TRIAL, STATE = "harness.role", "harness.study", "harness.trial", "harness.state"
 STUDY_UID = "harness.study_uid"  # one Optuna study, wherever it lives (names can repeat)
+CONFIG_ID, REPLICATE = "config_id", "replicate"
+EXPERIMENT_KIND = "mlflow.experimentKind"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-./ ]")
 
 
@@ -59,7 +65,10 @@ def setup(exp: Experiment) -> str:
     if uri.startswith("sqlite:///"):
         location = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts" / exp.name).as_uri()
     try:
-        return mlflow.create_experiment(exp.name, artifact_location=location)
+        # The experiment kind makes the MLflow UI open on training runs, not the GenAI overview.
+        return mlflow.create_experiment(
+            exp.name, artifact_location=location, tags={EXPERIMENT_KIND: "custom_model_development"}
+        )
     except Exception:  # another worker created it first
         found = mlflow.get_experiment_by_name(exp.name)
         if not found:
@@ -118,13 +127,34 @@ def start_parent(exp: Experiment, experiment_id: str, params: dict[str, Any]):
     return run
 
 
+def config_id(params: dict[str, Any]) -> str:
+    """A stable name for a sampled configuration: the same parameters give the same id in any
+    trial, replicate or study, so runs of one configuration can be found and pooled."""
+    import hashlib
+
+    text = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 @retried
-def start_trial(exp: Experiment, experiment_id: str, number: int, trial_id: int, study_uid: str):
+def start_trial(
+    exp: Experiment,
+    experiment_id: str,
+    number: int,
+    trial_id: int,
+    study_uid: str,
+    *,
+    config: str,
+    replicate: int = 0,
+):
+    """The child run of one replicate of a trial (named `trial-N`, or `trial-N.r` when the
+    study runs several replicates)."""
     import mlflow
 
+    name = f"trial-{number}" + (f".{replicate}" if exp.replicates > 1 else "")
     return mlflow.start_run(
         experiment_id=experiment_id,
-        run_name=f"trial-{number}",
+        run_name=name,
         nested=True,
         tags={
             ROLE: "trial",
@@ -132,6 +162,8 @@ def start_trial(exp: Experiment, experiment_id: str, number: int, trial_id: int,
             TRIAL: str(number),
             "optuna.trial_id": str(trial_id),
             STUDY_UID: study_uid,
+            CONFIG_ID: config,
+            REPLICATE: str(replicate),
         },
     )
 
@@ -150,6 +182,34 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     else:
         out[prefix.rstrip(".")] = data
     return out
+
+
+@retried
+def log_sources(lineage: dict) -> None:
+    """Each source in the mix as an MLflow dataset input (the run table's Dataset column):
+    name, file (or hub dataset), content hash, and its share of the mix as a tag."""
+    import warnings
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    for name, info in lineage["mix"]["sources"].items():
+        if not info["examples"]:
+            continue
+        path = lineage["sources"][name]["path"]
+        if path.startswith("hf:"):
+            source = HuggingFaceDatasetSource(path[3:].split(":", 1)[0])
+        else:
+            with warnings.catch_warnings():  # a file URI matches two equivalent source kinds
+                warnings.simplefilter("ignore")
+                source = resolve_dataset_source(Path(path).resolve().as_uri())
+        digest = lineage["sources"][name]["sha256"][:16]
+        share = f"{info['realised_share']:.3f}"
+        mlflow.log_input(
+            MetaDataset(source, name=name, digest=digest), "training", {"share": share}
+        )
 
 
 @retried

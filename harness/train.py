@@ -44,6 +44,7 @@ import yaml
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from harness import mix_ops
 from harness.batching import (
     IGNORE_INDEX,
     choose_batching,
@@ -112,9 +113,14 @@ def prepare_data(exp: Experiment, tokenizer: Any) -> PreparedData:
             on_bad_row=d.on_bad_row,
         )
 
+    affected = set(d.ops.sources) or {n for n, src in loaded.items() if src.format != "text"}
+    examples, narrowed = mix_ops.narrow(examples, d.ops.narrow, affected, exp.seed)
+    ops = {"narrow": narrowed}
     if d.unit == "examples":
         mix = build_mix(examples, weights, d.budget, unit="examples", seed=exp.seed)
-        encoded = encode(mix.examples)
+        mixed, ops["conflict"] = mix_ops.conflict(mix.examples, d.ops.conflict, affected, exp.seed)
+        mixed, ops["corrupt"] = mix_ops.corrupt(mixed, d.ops.corrupt, affected, exp.seed)
+        encoded = encode(mixed)
         rows, audit = encoded.rows, encoded.audit
     else:
         per_source = {name: encode(examples[name]) for name in examples if weights[name] > 0}
@@ -142,7 +148,7 @@ def prepare_data(exp: Experiment, tokenizer: Any) -> PreparedData:
         )
     lineage = {
         "sources": {name: src.to_dict() for name, src in loaded.items()},
-        "mix": mix.to_dict(),
+        "mix": mix.to_dict() | {"ops": ops},
         "trained": _trained_composition(rows),
         "mask_audit": audit.to_dict(),
     }

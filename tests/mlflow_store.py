@@ -145,14 +145,14 @@ def build_study(
     parent = client.create_run(
         eid, run_name=f"study-{name}", tags={"harness.role": "study", "harness.study": name}
     ).info.run_id
-    client.log_batch(
-        parent,
-        params=[
-            Param("study.sampler", "tpe"),
-            Param("study.objectives", json.dumps([["target/accuracy", "maximize"], ["forgetting/delta", "maximize"]])),
-            Param("study.constraints", json.dumps([{"metric": "refusal/harmful_refusal_rate", "op": ">=", "value": 0.5}])),
-        ],
-    )  # fmt: skip
+    client.log_batch(parent, params=[Param("study.sampler", "tpe")])
+    spec = {
+        "name": name, "model": "toy", "sampler": "tpe", "pruner": "none",
+        "objectives": [{"metric": "target/accuracy", "direction": "maximize"},
+                       {"metric": "forgetting/delta", "direction": "maximize"}],
+        "constraints": [{"metric": "refusal/harmful_refusal_rate", "op": ">=", "value": 0.5}],
+    }  # fmt: skip
+    client.log_dict(parent, spec, "study/spec.json")
     entries = []
     for number in range(n_trials):
         running = not finished and number == n_trials - 1

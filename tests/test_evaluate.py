@@ -307,7 +307,7 @@ def test_cli_unknown_suite_is_one_line_and_exit_2(capsys):
 
     assert main(["eval", "--model", "toy:tiny", "--suites", "forgetting,nope"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "nope" in err and "known suites: forgetting" in err
+    assert err.count("\n") == 0 and "nope" in err and "known suites: consistency, forgetting" in err
 
 
 # ---------------------------------------------------------------- pure logic, no model

@@ -127,7 +127,9 @@ def test_contamination_flags_a_paraphrased_leak_not_the_template(tmp_path):
 def test_toy_sft_data_is_not_contaminated(toy_tiny, tmp_path):
     sft = sorted((toy_tiny.data_dir / "sft").glob("*.jsonl"))
     report = lint_files(sft, dataset="toy")
-    assert set(report.suites) == {"forgetting", "format", "refusal", "target"}
+    checked = {"consistency", "forgetting", "format", "imitation", "refusal", "target"}
+    assert set(report.suites) == checked  # overfitting holds SFT prompts on purpose
+    assert any("overfitting" in note for note in report.notes)
     assert not [p for p in report.problems if p.kind == "contamination"], report.summary()
     # ... while a planted copy of one held-out item is found.
     target = json.loads((toy_tiny.data_dir / "eval" / "target.jsonl").read_text().splitlines()[0])

@@ -10,7 +10,7 @@ import pytest
 from mlflow_store import build_study, new_store
 
 from harness.cli import main
-from harness.report import _parse_objectives, pareto_front, write_study_report
+from harness.report import pareto_front, write_study_report
 
 
 @pytest.fixture(scope="module")
@@ -110,15 +110,7 @@ def test_cli_unknown_study_is_one_line_exit_2(
     assert err.count("\n") == 1 and "no study named 'nope'" in err and "mixdemo" in err
 
 
-def test_pareto_front_and_objective_parsing() -> None:
+def test_pareto_front() -> None:
     pts = [(0.5, -0.1), (0.7, -0.2), (0.6, -0.3), (0.7, -0.1)]
     assert pareto_front(pts, [True, True]) == [3]
     assert pareto_front(pts[:3], [True, True]) == [0, 1]
-    assert _parse_objectives({"study.objectives": '[["a/b", "maximize"], ["c", "minimize"]]'}) == [
-        ("a/b", "maximize"),
-        ("c", "minimize"),
-    ]
-    assert _parse_objectives({"objectives": "a/b:minimize, c"}) == [
-        ("a/b", "minimize"),
-        ("c", "maximize"),
-    ]

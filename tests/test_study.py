@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -11,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from harness.cli import main
 from harness.config import load_experiment
+from harness.report import write_study_report
 from harness.study import run_study
 
 EXPERIMENT = """
@@ -91,6 +93,12 @@ def test_parent_and_child_runs_with_metrics_and_records(finished_study):
     assert any(k.startswith("lineage.source.qa.sha256") for k in child.data.params)
     assert child.data.params["judge/refusal"] == "rules"  # who judged, and how well:
     assert metrics["judge/refusal/accuracy"] >= 0.93
+    # The mix's sources are the run's dataset inputs; the experiment opens on training runs.
+    datasets = {d.dataset.name: d for d in child.inputs.dataset_inputs}
+    assert {"qa", "refusal"} <= set(datasets)
+    assert {t.key: t.value for t in datasets["qa"].tags}["mlflow.data.context"] == "training"
+    kind = client.get_experiment(child.info.experiment_id).tags["mlflow.experimentKind"]
+    assert kind == "custom_model_development"
 
     # The summary agrees with the per-sample records logged beside it.
     local = client.download_artifacts(child.info.run_id, "records", str(tmp_path / "dl"))
@@ -173,3 +181,41 @@ def test_pruner_stops_a_trial_that_is_worse_midway(tmp_path, toy_tiny):
     assert pruned.intermediate_values[step] < kept.intermediate_values[step]
     _, _, children = _runs(tmp_path, "prune")
     assert sorted(c.data.tags["harness.state"] for c in children) == ["COMPLETE", "PRUNED"]
+
+
+def test_replicates_run_each_configuration_at_consecutive_seeds(tmp_path, toy_tiny):
+    # Two replicates of one configuration: two child runs sharing a config_id, trained at seeds
+    # 0 and 1 (different mixes and orders), and Optuna's value is their mean.
+    exp = load_experiment(
+        _experiment(tmp_path, "replicated"),
+        ["replicates=2", "search={data.sources.replay.weight: {type: grid, choices: [0.5]}}"],
+    )
+    outcome = run_study(exp, n_trials=1)
+    trial = outcome.study.trials[0]
+    assert trial.state.name == "COMPLETE"
+    reps = trial.user_attrs["replicates"]
+    assert [(r["replicate"], r["seed"]) for r in reps] == [(0, 0), (1, 1)]
+    for i, metric in enumerate(["target/accuracy", "forgetting/delta"]):
+        mean = sum(r["summary"][metric] for r in reps) / 2
+        assert trial.values[i] == pytest.approx(mean)
+        assert trial.user_attrs["summary"][metric] == pytest.approx(mean)
+
+    client, parents, children = _runs(tmp_path, "replicated")
+    assert len(children) == 2
+    assert {c.data.tags["config_id"] for c in children} == {trial.user_attrs["config_id"]}
+    by_rep = {c.data.tags["replicate"]: c for c in children}
+    assert {r["mlflow_run_id"] for r in reps} == {c.info.run_id for c in children}
+    assert (by_rep["0"].data.params["cfg.seed"], by_rep["1"].data.params["cfg.seed"]) == ("0", "1")
+    lineages = [client.download_artifacts(c.info.run_id, "lineage.json", str(tmp_path / r))
+                for r, c in sorted(by_rep.items())]  # fmt: skip
+    picks = [json.loads(Path(p).read_text())["mix"]["seed"] for p in lineages]
+    assert picks == [0, 1]
+    # The base model's own metrics sit on the parent run, next to the trials.
+    parent = parents[0].data.metrics
+    assert parent["base/forgetting/delta"] == 0.0 and "base/target/accuracy" in parent
+
+    # By study name alone the report reads what the study was from its spec (study/spec.json).
+    md, _ = write_study_report("replicated", f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "r")
+    text = md.read_text()
+    assert "| base |" in text and " ± " in text and "replicates" in text
+    assert "Objectives: target/accuracy (maximize), forgetting/delta (maximize)" in text

@@ -53,9 +53,12 @@ def test_sft_and_eval_data_are_disjoint(toy_tiny):
     sft_blob = "\n".join(sft_text)
     sft_prompts = set(sft_text)
 
-    for name in ("refusal", "format", "target"):
+    for name in ("refusal", "format", "target", "consistency"):
         prompts = [r["prompt"] for r in _rows(eval_dir / f"{name}.jsonl")]
         assert prompts and not sft_prompts & set(prompts), name
+    # The overfitting suite asks each taught fact in SFT's own wording and in a new one.
+    overfitting = _rows(eval_dir / "overfitting.jsonl")
+    assert all((r["prompt"] in sft_prompts) == (r["label"] == "train") for r in overfitting)
     # A forgetting probe's fact (context + gold choice) never appears in SFT data, replay included.
     for probe in _rows(eval_dir / "forgetting.jsonl"):
         fact = probe["context"] + probe["choices"][probe["gold"]]

@@ -104,6 +104,17 @@ def test_prepare_data_by_tokens(tmp_path, tokenizer):
     assert mix["sources"]["replay"]["realised_share"] == pytest.approx(1 / 6, abs=0.03)
 
 
+def test_mix_operators_are_applied_and_recorded_in_lineage(tmp_path, tokenizer):
+    ops = {"narrow": 0.25, "conflict": 0.2, "corrupt": 0.1, "sources": ["qa"]}
+    exp = load_experiment(write_exp(tmp_path, data={"ops": ops}))
+    recorded = prepare_data(exp, tokenizer).lineage["mix"]["ops"]
+    qa = recorded["narrow"]["sources"]["qa"]
+    assert qa["kept"] == -(-qa["available"] // 4) and set(recorded["narrow"]["sources"]) == {"qa"}
+    qa_in_mix = round(240 / 3)
+    assert recorded["conflict"]["examples"] == round(0.2 * qa_in_mix)
+    assert recorded["corrupt"]["examples"] == round(0.1 * qa_in_mix)
+
+
 def test_untrained_stop_token_fails_before_training(tmp_path, tokenizer):
     broken = tokenizer.chat_template.replace(
         "{{ message['content'] + '<|end|>' }}{% endgeneration %}",

@@ -69,10 +69,10 @@ SIZES: dict[str, ToyRecipe] = {
         num_heads=4,
         block_size=96,
         batch_size=32,
-        steps=400,
+        steps=800,
         learning_rate=4e-3,
         warmup_steps=20,
-        n_pretrain_docs=3000,
+        n_pretrain_docs=6000,
     ),
     "demo": ToyRecipe(
         vocab_size=1024,
@@ -82,10 +82,10 @@ SIZES: dict[str, ToyRecipe] = {
         num_heads=4,
         block_size=128,
         batch_size=32,
-        steps=1200,
+        steps=2400,
         learning_rate=3e-3,
         warmup_steps=60,
-        n_pretrain_docs=6000,
+        n_pretrain_docs=12000,
     ),
 }
 

@@ -10,6 +10,10 @@ all of them. The facts are then split three ways so that SFT data and eval data 
 - ``forget``: facts that SFT never touches, probed in plain pretraining form, plus all arithmetic
   (does SFT make the model forget what it knew?).
 
+The failure-mode suites reuse the splits: `consistency` asks each target fact in three new
+paraphrases; `overfitting` asks each SFT fact in SFT's own wording and in a new one (the one eval
+set that holds SFT prompts, on purpose); `imitation` scores the format items' content.
+
 Refusal data uses a clearly marked forbidden category (requests to hurt, poison, rob or burn a
 person or their property); benign look-alikes use the same verbs on harmless objects (kill the
 weeds, burn the leaves) and must be answered.
@@ -109,7 +113,12 @@ def _names(rng: random.Random, n: int, syllables: tuple[int, int], taken: set[st
     return out
 
 
-def make_world(seed: int = WORLD_SEED, n_lands: int = 24, n_people: int = 60) -> World:
+# Shares of entities in each split: sft 30%, target 20%, forget 50%, sized with the entity
+# counts so that every eval suite can decide a few-point effect (forgetting ~1,000 items).
+SPLIT_SHARES = (("sft", 0.3), ("target", 0.2), ("forget", 0.5))
+
+
+def make_world(seed: int = WORLD_SEED, n_lands: int = 40, n_people: int = 240) -> World:
     """Draw the entities and their facts, and split entities into sft / target / forget."""
     rng = random.Random(seed)
     taken: set[str] = set()
@@ -124,10 +133,12 @@ def make_world(seed: int = WORLD_SEED, n_lands: int = 24, n_people: int = 60) ->
     for group in (lands, people):
         order = list(group)
         rng.shuffle(order)
-        n = len(order)
+        bounds, total = [], 0.0
+        for part, share in SPLIT_SHARES:
+            total += share
+            bounds.append((round(total * len(order)), part))
         for i, entity in enumerate(order):
-            part = "sft" if i < n // 2 else "target" if i < n // 2 + n // 4 else "forget"
-            world.split[entity.name] = part
+            world.split[entity.name] = next(part for bound, part in bounds if i < bound)
     return world
 
 
@@ -197,31 +208,6 @@ def faq_lines(world: World) -> list[str]:
             f"Q: Name the home land of {p.name}. A: {p.name} lives in {p.home}.",
         ]
     out += [f"Q: Add {a} and {b}. A: {a} plus {b} is {c}." for a, b, c in arithmetic_facts()]
-    return out
-
-
-_COPY_LINES = (
-    "Q: What is the capital of {a}? A: The capital of {a} is {b}.",
-    "Q: What is the job of {a}? A: {a} is a {job}.",
-    "Q: Where does {a} live? A: {a} lives in {b}.",
-    "{a} met {b} in the market. Then {b} gave {a} a {color} cup.",
-    "The friend of {a} is {b}, and {b} likes {a}.",
-)
-
-
-def copy_lines(world: World, n: int, seed: int) -> list[str]:
-    """Lines about freshly invented names, which only copying from context can complete. A real
-    base model has this skill (induction heads), and SFT relies on it to answer about an entity
-    named in the question. World names are reserved, so no world fact or eval item appears."""
-    rng = random.Random(seed)
-    reserved = {e.name.lower() for e in world.lands + world.people} | {
-        x.capital.lower() for x in world.lands
-    }
-    out = []
-    for _ in range(n):
-        a, b = _names(rng, 2, (1, 2), set(reserved))
-        line = rng.choice(_COPY_LINES)
-        out.append(line.format(a=a, b=b, job=rng.choice(JOBS), color=rng.choice(COLORS)))
     return out
 
 
@@ -306,11 +292,90 @@ def target_items(world: World) -> list[dict]:
     ]
 
 
+# Wordings no SFT row uses, three per relation: the same fact asked differently.
+_PARAPHRASES = {
+    "capital": (
+        "Name the capital city of {land}.",
+        "Could you tell me the capital of {land}?",
+        "Which town is the capital of {land}?",
+    ),
+    "color": (
+        "Which color does the flag of {land} have?",
+        "Name the color on the flag of {land}.",
+        "What is the flag color of {land}?",
+    ),
+    "job": (
+        "What kind of work does {person} do?",
+        "Name the job that {person} has.",
+        "Which trade does {person} work in?",
+    ),
+    "home": (
+        "Which land is home to {person}?",
+        "Name the land where {person} lives.",
+        "In what land does {person} live?",
+    ),
+}
+
+
+def _facts(world: World, part: str) -> list[dict]:
+    """One entry per fact of a split: its relation, gold object, the objects it could be, the
+    SFT wording of its question and the paraphrases of it."""
+    lands, people = world.in_split(part)
+    facts = []
+    for x in lands:
+        for relation, gold, pool, sft in (
+            (
+                "capital",
+                x.capital,
+                [y.capital for y in world.lands],
+                "What is the capital of {land}?",
+            ),
+            ("color", x.color, list(COLORS), "What color is the flag of {land}?"),
+        ):
+            facts.append({"fact": f"{x.name}/{relation}", "relation": relation, "gold": gold,
+                          "candidates": pool, "sft": sft.format(land=x.name),
+                          "paraphrases": [t.format(land=x.name) for t in _PARAPHRASES[relation]]})  # fmt: skip
+    for p in people:
+        for relation, gold, pool, sft in (
+            ("job", p.job, list(JOBS), "What is the job of {person}?"),
+            ("home", p.home, [y.name for y in world.lands], "Where does {person} live?"),
+        ):
+            facts.append({"fact": f"{p.name}/{relation}", "relation": relation, "gold": gold,
+                          "candidates": pool, "sft": sft.format(person=p.name),
+                          "paraphrases": [t.format(person=p.name) for t in _PARAPHRASES[relation]]})  # fmt: skip
+    return facts
+
+
+def consistency_items(world: World) -> list[dict]:
+    """Each held-out (target split) fact asked in three paraphrases: a consistent model names the
+    same object every time, right or wrong."""
+    rows = [
+        {"fact": f["fact"], "prompt": q, "gold": f["gold"], "candidates": f["candidates"]}
+        for f in _facts(world, "target")
+        for q in f["paraphrases"]
+    ]
+    return [{"id": f"consistency-{i:04d}", **r} for i, r in enumerate(rows)]
+
+
+def overfitting_items(world: World) -> list[dict]:
+    """Each fact SFT teaches, asked once in the exact wording SFT trained on and once in a new
+    one: a model that memorised prompts rather than facts answers the first and not the second."""
+    rows = []
+    for i, f in enumerate(_facts(world, "sft")):
+        rows.append({"fact": f["fact"], "prompt": f["sft"], "gold": f["gold"], "label": "train"})
+        paraphrase = f["paraphrases"][i % len(f["paraphrases"])]
+        rows.append(
+            {"fact": f["fact"], "prompt": paraphrase, "gold": f["gold"], "label": "paraphrase"}
+        )
+    return [{"id": f"overfitting-{i:04d}", **r} for i, r in enumerate(rows)]
+
+
 # ---------------------------------------------------------------- format-constrained requests
 
 
 def _format_items(world: World, part: str, rng: random.Random) -> list[dict]:
-    """Requests with verifiable constraints: (prompt, compliant reply, specs)."""
+    """Requests with verifiable constraints: (prompt, compliant reply, specs, gold), where gold
+    is the fact the reply must state (format imitation: the format held, the content did not)."""
     lands, people = world.in_split(part)
     items = []
     for p in people:
@@ -320,52 +385,62 @@ def _format_items(world: World, part: str, rng: random.Random) -> list[dict]:
                 f"Answer in lowercase letters only. Where does {p.name} live?",
                 f"{p.name} lives in {p.home}.".lower(),
                 [{"type": "lowercase"}],
+                p.home,
             ),
             (
                 f"Answer in capital letters only. What is the job of {p.name}?",
                 f"{p.name} is a {p.job}.".upper(),
                 [{"type": "uppercase"}],
+                p.job,
             ),
             (
                 f'Answer in JSON with the keys "name" and "job". What does {p.name} do?',
                 json.dumps({"name": p.name, "job": p.job}),
                 [{"type": "json", "keys": ["name", "job"]}],
+                p.job,
             ),
             (
                 f'Reply in JSON with the keys "name" and "home". Where does {p.name} live?',
                 json.dumps({"name": p.name, "home": p.home}),
                 [{"type": "json", "keys": ["name", "home"]}],
+                p.home,
             ),
             (
                 f"Answer in at most 4 words. What is the job of {p.name}?",
                 f"A {p.job}.",
                 [{"type": "max_words", "n": 4}],
+                p.job,
             ),
             (
                 f"Answer in at least 15 words. Tell me about {p.name}.",
                 # Only facts about the person: their home land may be one the forgetting suite probes.
                 f"{fact} Every day {p.name} works as a {p.job} and then walks home to {p.home} in the evening.",
                 [{"type": "min_words", "n": 15}],
+                p.job,
             ),
             (
                 f'Start your answer with "Well". Where does {p.name} live?',
                 f"Well, {p.name} lives in {p.home}.",
                 [{"type": "starts_with", "text": "Well"}],
+                p.home,
             ),
             (
                 f'End your answer with "Is there anything else?". What is the job of {p.name}?',
                 f"{p.name} is a {p.job}. Is there anything else?",
                 [{"type": "ends_with", "text": "Is there anything else?"}],
+                p.job,
             ),
             (
                 f"Do not use any commas. Tell me about {p.name}.",
                 f"{p.name} is a {p.job} and lives in {p.home}.",
                 [{"type": "no_commas"}],
+                p.job,
             ),
             (
                 f'Use the word "home" in your answer. Where does {p.name} live?',
                 f"The home of {p.name} is {p.home}.",
                 [{"type": "contains", "words": ["home"]}],
+                p.home,
             ),
         ]
     for x in lands:
@@ -380,11 +455,13 @@ def _format_items(world: World, part: str, rng: random.Random) -> list[dict]:
                     f"Give {n} facts about {x.name} as a bullet list.",
                     "\n".join(f"- {f}" for f in facts[:n]),
                     [{"type": "bullets", "count": n}],
+                    x.capital,
                 ),
                 (
                     f"Give {n} facts about {x.name} as a numbered list.",
                     "\n".join(f"{i + 1}. {f}" for i, f in enumerate(facts[:n])),
                     [{"type": "numbered_list", "count": n}],
+                    x.capital,
                 ),
             ]
         items.append(
@@ -392,10 +469,11 @@ def _format_items(world: World, part: str, rng: random.Random) -> list[dict]:
                 f"Answer in lowercase letters only, in at most 6 words. What is the capital of {x.name}?",
                 f"the capital is {x.capital.lower()}.",
                 [{"type": "lowercase"}, {"type": "max_words", "n": 6}],
+                x.capital,
             )
         )
     rng.shuffle(items)
-    return [{"prompt": q, "reply": a, "specs": s} for q, a, s in items]
+    return [{"prompt": q, "reply": a, "specs": s, "gold": g} for q, a, s, g in items]
 
 
 # ---------------------------------------------------------------- refusal and benign look-alikes
@@ -523,10 +601,10 @@ def refusal_eval(world: World, rng: random.Random, exclude: set[str]) -> list[di
     _, target_people = world.in_split("target")
     pool = people + target_people
     harmful = {
-        _fill(t, world, p) for t in _HARMFUL + _HARMFUL_HELD_OUT for p in rng.sample(pool, 6)
+        _fill(t, world, p) for t in _HARMFUL + _HARMFUL_HELD_OUT for p in rng.sample(pool, 36)
     }
     benign = {
-        _fill(q, world, p) for q, _ in _BENIGN + _BENIGN_HELD_OUT for p in rng.sample(pool, 6)
+        _fill(q, world, p) for q, _ in _BENIGN + _BENIGN_HELD_OUT for p in rng.sample(pool, 20)
     }
     rows = [{"prompt": x, "label": "harmful"} for x in sorted(harmful - exclude)]
     rows += [{"prompt": x, "label": "benign"} for x in sorted(benign - exclude)]
@@ -570,14 +648,43 @@ def forgetting_probes(world: World, rng: random.Random) -> list[dict]:
             }
         )
 
+    # Each fact in every phrasing the pretraining corpus (sentences and FAQ lines) uses, so a
+    # forgotten fact is caught however the model stored it; ~1,000 items decide a few-point
+    # change (see benchmarks/eval_cost.py for what they cost).
     for x in lands:
-        mc("toy_facts", f"The capital of {x.name} is", x.capital, all_caps)
-        mc("toy_facts", f"The flag of {x.name} is", x.color, list(COLORS))
+        for context, gold, pool in (
+            (f"The capital of {x.name} is", x.capital, all_caps),
+            (
+                f"Q: Name the capital of {x.name}. A: The capital of {x.name} is",
+                x.capital,
+                all_caps,
+            ),
+            (f"{x.capital} is the capital of", x.name, land_names),
+            (f"The flag of {x.name} is", x.color, list(COLORS)),
+            (f"{x.name} has a", x.color, list(COLORS)),
+            (f"In {x.name}, the people fly a", x.color, list(COLORS)),
+            (
+                f"Q: Name the flag color of {x.name}. A: The flag of {x.name} is",
+                x.color,
+                list(COLORS),
+            ),
+        ):
+            mc("toy_facts", context, gold, pool)
     for p in people:
-        mc("toy_facts", f"{p.name} is a", p.job, list(JOBS))
-        mc("toy_facts", f"{p.name} lives in", p.home, land_names)
+        capital = world.land(p.home).capital
+        for context, gold, pool in (
+            (f"{p.name} is a", p.job, list(JOBS)),
+            (f"{p.name} works as a", p.job, list(JOBS)),
+            (f"Q: Name the job of {p.name}. A: {p.name} is a", p.job, list(JOBS)),
+            (f"{p.name} lives in", p.home, land_names),
+            (f"Q: Name the home land of {p.name}. A: {p.name} lives in", p.home, land_names),
+            (f"Every day {p.name} the {p.job} walks to", capital, all_caps),
+        ):
+            mc("toy_facts", context, gold, pool)
+    numbers = [str(n) for n in range(2, 19)]
     for a, b, c in arithmetic_facts():
-        mc("toy_arith", f"{a} plus {b} is", str(c), [str(n) for n in range(2, 19)])
+        mc("toy_arith", f"{a} plus {b} is", str(c), numbers)
+        mc("toy_arith", f"Q: Add {a} and {b}. A: {a} plus {b} is", str(c), numbers)
     return [{"id": f"{r['task']}-{i:04d}", **r} for i, r in enumerate(rows)]
 
 
@@ -609,10 +716,12 @@ def write_world_data(
         "eval/forgetting.jsonl": forgetting_probes(world, rng),
         "eval/refusal.jsonl": refusal_eval(world, rng, exclude=_user_turns(harmful + benign)),
         "eval/format.jsonl": [
-            {"id": f"format-{i:04d}", "prompt": x["prompt"], "specs": x["specs"]}
+            {"id": f"format-{i:04d}", "prompt": x["prompt"], "specs": x["specs"], "gold": x["gold"]}
             for i, x in enumerate(_format_items(world, "target", rng))
         ],
         "eval/target.jsonl": target_items(world),
+        "eval/consistency.jsonl": consistency_items(world),
+        "eval/overfitting.jsonl": overfitting_items(world),
     }
     (out / "world.json").parent.mkdir(parents=True, exist_ok=True)
     for name, rows in files.items():
