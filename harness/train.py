@@ -265,6 +265,7 @@ def train(
     model.config.use_cache = False  # packed rows are recognised only without a KV cache
     if t.gradient_checkpointing:
         _enable_gradient_checkpointing(model)
+    loaded_dtype = next(model.parameters()).dtype
     model = _with_peft(model, exp)
     loss = chunked_loss_for(model, t.loss_chunk_tokens)
     meter = _StepMeter()
@@ -296,6 +297,11 @@ def train(
             if use_cache is not None:
                 model.config.use_cache = use_cache
             model.eval()
+    if not exp.peft.enabled and next(model.parameters()).dtype != loaded_dtype:
+        # fp32 master weights (see `_with_peft`) back to the dtype the model came in, which is
+        # the dtype its base is evaluated in: a bf16 base against fp32 weights compares precision
+        # as well as training.
+        model = model.to(loaded_dtype)
     seconds = max(time.perf_counter() - start - monitor.interval_seconds, 1e-9)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return TrainResult(

@@ -13,7 +13,7 @@ import yaml
 
 from harness.batching import IGNORE_INDEX, make_dataloader
 from harness.cli import main
-from harness.config import load_experiment
+from harness.config import load_experiment, with_params
 from harness.errors import HarnessError
 from harness.models import load_model, load_tokenizer
 from harness.train import prepare_data, save, train
@@ -142,6 +142,22 @@ def test_training_reduces_loss(tmp_path, tokenizer, base, peft):
     assert result.tokens_per_second > 0 and result.peak_memory_mb > 0
     share = result.trainable_params / result.total_params
     assert share < 0.2 if peft["enabled"] else share == 1.0
+
+
+def test_full_fine_tuning_returns_the_dtype_the_model_came_in(base, tokenizer):
+    """Full FT trains fp32 master weights; the result comes back in the base's dtype (bf16 on
+    CUDA), so the trial is evaluated and saved in the precision its base is evaluated in."""
+    import torch
+
+    exp, data = base
+    exp = with_params(exp, {"peft.enabled": False, "train.max_steps": 2})
+    model = load_model("toy:tiny").to(torch.bfloat16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = train(exp, model, tokenizer, data, verbose=False)
+    assert result.status == "ok"
+    assert {p.dtype for p in result.model.parameters()} == {torch.bfloat16}
+    after = result.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # it did train
 
 
 def test_same_seed_same_loss_curve(base, tokenizer):
