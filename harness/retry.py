@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 _TRANSIENT = re.compile(
@@ -25,15 +25,24 @@ BACKOFF_SECONDS = (0.5, 1, 2, 4, 8, 15, 30, 60)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _chain(error: BaseException | None) -> Iterator[BaseException]:
+    """The exception and what it was raised from (or during), nearest first."""
+    for _ in range(10):
+        if error is None:
+            return
+        yield error
+        error = error.__cause__ or error.__context__
+
+
 def transient(error: BaseException) -> bool:
     """Whether `error` (or what caused it) is an infrastructure hiccup worth retrying."""
-    for _ in range(10):  # the exception and what it was raised from
-        if error is None:
-            return False
-        if _TRANSIENT.search(f"{type(error).__name__}: {error}"):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
+    return any(_TRANSIENT.search(f"{type(e).__name__}: {e}") for e in _chain(error))
+
+
+def interrupted(error: BaseException) -> bool:
+    """Whether `error` is a Ctrl-C that a library turned into an error of its own (SIGINT inside
+    a database commit comes out as "database is locked"): it is the user's stop, not a fault."""
+    return any(isinstance(e, KeyboardInterrupt) for e in _chain(error))
 
 
 def retried(fn: F) -> F:

@@ -38,7 +38,7 @@ from harness.config import (
 from harness.errors import HarnessError
 from harness.files import locked
 from harness.redact import redact
-from harness.retry import retried, transient
+from harness.retry import interrupted, retried, transient
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 # We run trials with ask/tell under our own claim lock and heartbeat thread (`run_study`).
@@ -374,6 +374,9 @@ def _run_trial(study: optuna.Study, storage: _Storage, trial: optuna.Trial, obje
         _give_back(study, storage, trial, "interrupted (Ctrl-C)")
         raise
     except Exception as e:
+        if interrupted(e):
+            _give_back(study, storage, trial, "interrupted (Ctrl-C)")
+            raise KeyboardInterrupt from e
         if not transient(e):
             tell(state=optuna.trial.TrialState.FAIL)
             return
@@ -563,7 +566,7 @@ def _run_replicate(
         except Exception as e:
             reason = redact(f"{type(e).__name__}: {e}".splitlines()[0])[:500]
             trial.set_user_attr("fail_reason", reason)
-            tracking.end_run("FAIL", reason)
+            tracking.end_run("FAIL", reason, given_back=transient(e) or interrupted(e))
             print(f"trial {trial.number}: FAILED — {reason}")
             raise
 

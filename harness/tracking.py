@@ -279,14 +279,20 @@ def _cell(value: Any) -> Any:
 
 
 @retried
-def end_run(state: str, reason: str | None = None) -> None:
-    """Tag the Optuna outcome and close the active run (FAIL → FAILED, PRUNED → KILLED)."""
+def end_run(state: str, reason: str | None = None, *, given_back: bool = False) -> None:
+    """Tag the Optuna outcome and close the active run (FAIL → FAILED, PRUNED → KILLED). A
+    trial given back to the study (an infrastructure error: `study._run_trial` queues it again)
+    ends KILLED like one whose worker died: it failed through no fault of its configuration."""
     import mlflow
 
     mlflow.set_tag(STATE, state)
     if reason:
         mlflow.set_tag("harness.fail_reason", redact(reason)[:5000])
-    status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
+    status = (
+        "KILLED"
+        if given_back
+        else {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
+    )
     mlflow.end_run(status=status)
 
 

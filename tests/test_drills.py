@@ -86,7 +86,12 @@ def _assert_whole(tmp_path: Path, name: str, logs: str) -> None:
     for r in children:
         state = optuna_state[int(r.data.tags["optuna.trial_id"])]
         assert r.data.tags.get("harness.state") == state, (r.data.tags, states)
-        assert r.info.status == ("FINISHED" if state == "COMPLETE" else "KILLED"), r.info
+        expected = "FINISHED" if state == "COMPLETE" else "KILLED"
+        assert r.info.status == expected, (
+            r.info,
+            r.data.tags.get("harness.fail_reason"),
+            logs[-3000:],
+        )
     finished = sorted(
         int(r.data.tags["optuna.trial_id"]) for r in children if r.info.status == "FINISHED"
     )

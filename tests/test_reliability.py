@@ -21,7 +21,7 @@ from harness.config import default_storage, load_experiment
 from harness.errors import HarnessError
 from harness.files import replaced_atomically, write_atomic
 from harness.redact import redact
-from harness.retry import transient
+from harness.retry import interrupted, transient
 
 SECRET = "s3cr3t-pw"
 
@@ -182,6 +182,24 @@ def test_transient_errors_are_told_apart():
     assert transient(RuntimeError("API request failed with error code 503 != 200"))
     assert not transient(ValueError("data.max_length: must be > 8"))
     assert not transient(RuntimeError("loss is NaN at step 5000"))
+
+
+def test_a_ctrl_c_inside_a_library_call_is_still_an_interrupt():
+    """SIGINT during a sqlite commit comes out of SQLAlchemy as "database is locked", raised
+    while handling the KeyboardInterrupt: the worker must stop (and give the trial back), not
+    retry it as an infrastructure error and go on."""
+
+    def commit():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("(sqlite3.OperationalError) database is locked")  # noqa: B904
+
+    try:
+        commit()
+    except RuntimeError as e:
+        assert interrupted(e) and transient(e)
+    assert not interrupted(RuntimeError("database is locked"))
 
 
 def test_best_trial_honours_constraints_for_every_sampler():
