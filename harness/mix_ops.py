@@ -43,13 +43,16 @@ def narrow(
     return out, {"share": share, "sources": kept}
 
 
+def _eligible(examples: list[Example], names: set[str]) -> list[int]:
+    """Positions of the examples an answer operator may change: an affected source's chats."""
+    return [i for i, ex in enumerate(examples) if _answer(ex) is not None and ex.source in names]
+
+
 def conflict(
     examples: list[Example], rate: float, names: set[str], seed: int
 ) -> tuple[list[Example], dict[str, Any]]:
     """Replace `rate` of the affected examples with contradicting copies of others."""
-    eligible = [
-        i for i, ex in enumerate(examples) if _answer(ex) is not None and ex.source in names
-    ]
+    eligible = _eligible(examples, names)
     k = min(round(rate * len(eligible)), len(eligible) // 2)
     if k == 0:
         return examples, {"rate": rate, "examples": 0}
@@ -74,9 +77,7 @@ def corrupt(
     examples: list[Example], rate: float, names: set[str], seed: int
 ) -> tuple[list[Example], dict[str, Any]]:
     """Degrade the final answer of `rate` of the affected examples."""
-    eligible = [
-        i for i, ex in enumerate(examples) if _answer(ex) is not None and ex.source in names
-    ]
+    eligible = _eligible(examples, names)
     k = round(rate * len(eligible))
     rng = random.Random(f"{seed}/corrupt")
     out = list(examples)
