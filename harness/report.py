@@ -462,6 +462,20 @@ def pareto_front(points: Sequence[Sequence[float]], maximize: Sequence[bool]) ->
     return front
 
 
+def best_of(
+    points: Sequence[Sequence[float]], feasible: Sequence[bool], maximize: Sequence[bool]
+) -> list[int]:
+    """The one rule for best trials (the study's table and the report): among the feasible
+    points, or all of them when none is, the best point for one objective or the Pareto front
+    for several. Returns indices into `points`."""
+    pool = [i for i, ok in enumerate(feasible) if ok] or list(range(len(points)))
+    if not pool:
+        return []
+    if len(maximize) == 1:
+        return [(max if maximize[0] else min)(pool, key=lambda i: points[i][0])]
+    return [pool[i] for i in pareto_front([points[i] for i in pool], maximize)]
+
+
 def _objectives(study: Study) -> list[tuple[str, str]]:
     if study.objectives:
         return study.objectives
@@ -487,20 +501,19 @@ def best_trials(study: Study) -> tuple[list[Trial], str]:
     scored = [t for t in complete if all(m in t.metrics for m, _ in objectives)]
     if not objectives or not scored:
         return [], "no completed trial has every objective metric yet."
-    feasible = [t for t in scored if _feasible(t, study.constraints)[0]]
-    pool, how = feasible, "among trials that satisfy every constraint"
-    if study.constraints and not feasible:
-        pool, how = scored, "no trial satisfies every constraint, so among all completed trials"
+    feasible = [_feasible(t, study.constraints)[0] for t in scored]
+    how = "among trials that satisfy every constraint"
+    if study.constraints and not any(feasible):
+        how = "no trial satisfies every constraint, so among all completed trials"
     elif not study.constraints:
         how = "among completed trials (no constraints declared)"
+    points = [[t.metrics[m] for m, _ in objectives] for t in scored]
+    picks = [scored[i] for i in best_of(points, feasible, [d == "maximize" for _, d in objectives])]
     if len(objectives) == 1:
         metric, direction = objectives[0]
-        pick = (max if direction == "maximize" else min)(pool, key=lambda t: t.metrics[metric])
-        return [pick], f"best {metric} ({direction}) {how}."
-    points = [[t.metrics[m] for m, _ in objectives] for t in pool]
-    front = pareto_front(points, [d == "maximize" for _, d in objectives])
+        return picks, f"best {metric} ({direction}) {how}."
     names = ", ".join(f"{m} ({d})" for m, d in objectives)
-    return [pool[i] for i in front], f"Pareto-optimal on {names} {how}."
+    return picks, f"Pareto-optimal on {names} {how}."
 
 
 def pool_replicates(replicates: list[list[dict]]) -> list[dict]:

@@ -168,8 +168,8 @@ def sample(trial: optuna.Trial, exp: Experiment) -> dict[str, Any]:
     Dimensions are sampled in file order; a conditional one only where its `when` holds (see
     `config.SearchSpace`). Each case of a dimension is its own Optuna parameter (named
     `<path> | <condition>`), so a sampler never mixes the LoRA range with the full fine-tuning
-    one. A grid with conditional dimensions is enumerated up front (`config.grid_points`, no
-    configuration twice) and Optuna's grid sampler walks its points.
+    one. A grid's points are queued once up front (`enqueue_grid`; a conditional grid's by
+    their index in `config.grid_points`), so each trial takes one and none runs twice.
     """
     if exp.sampler == "grid" and _conditional(exp):
         points = grid_points(exp.search)
@@ -768,19 +768,15 @@ def _log_study_summary(study: optuna.Study, objectives: list[tuple[str, str]]) -
 
 def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The best completed trial, or the Pareto front for several objectives, by the report's
-    rule (`report.best_trials`): among trials that satisfy every constraint, or among all
+    rule (`report.best_of`): among trials that satisfy every constraint, or among all
     completed ones when none does. Every sampler gets the same rule (Optuna's own applies
     constraints only for samplers that take them)."""
-    from harness.report import pareto_front
+    from harness.report import best_of
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    feasible = [t for t in complete if all(v <= 0 for v in t.user_attrs.get("constraints", []))]
-    pool = feasible or complete
-    if len(study.directions) == 1 and pool:
-        up = study.direction == optuna.study.StudyDirection.MAXIMIZE
-        return [(max if up else min)(pool, key=lambda t: t.value)]
+    feasible = [all(v <= 0 for v in t.user_attrs.get("constraints", [])) for t in complete]
     maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
-    return [pool[i] for i in pareto_front([t.values for t in pool], maximize)]
+    return [complete[i] for i in best_of([t.values for t in complete], feasible, maximize)]
 
 
 def _print_trial(
