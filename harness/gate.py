@@ -381,25 +381,25 @@ def verdict(c: PairedComparison, threshold: float, higher_is_better: bool) -> st
     )
 
 
+def _pilot(c: PairedComparison) -> dict[str, float]:
+    """What the sample-size formulas take from this comparison: its disagreement for 0/1
+    scores, as (k + 1) / (n + 2) so that none observed still counts, else the sd of the
+    differences."""
+    if c.discordance is not None:
+        return {"discordance": ((c.a_only or 0) + (c.b_only or 0) + 1) / (c.n + 2)}
+    return {"sd": c.sd_diff if c.sd_diff > 0 else 1.0 / c.n}
+
+
 def detectable_change(c: PairedComparison) -> float:
     """The smallest true change these items detect with 80% power (`stats.min_detectable_effect`)
-    at the comparison's disagreement, (k + 1) / (n + 2) so that none observed still counts."""
-    if c.discordance is not None:
-        psi = ((c.a_only or 0) + (c.b_only or 0) + 1) / (c.n + 2)
-        return min_detectable_effect(c.n, discordance=psi)
-    return min_detectable_effect(c.n, sd=c.sd_diff if c.sd_diff > 0 else 1.0 / c.n)
+    at the comparison's disagreement (`_pilot`)."""
+    return min_detectable_effect(c.n, **_pilot(c))
 
 
 def _items_needed(c: PairedComparison, threshold: float, up: bool) -> int | None:
     """Paired items that would settle this comparison at its observed difference and
     disagreement (see `stats.items_needed`); None when no number of items can."""
-    diff = c.diff if up else -c.diff
-    if c.discordance is not None:
-        # a pilot with no disagreement still has some: the (k + 1) / (n + 2) estimate
-        psi = ((c.a_only or 0) + (c.b_only or 0) + 1) / (c.n + 2)
-        return items_needed(diff, threshold, discordance=psi)
-    sd = c.sd_diff if c.sd_diff > 0 else 1.0 / c.n
-    return items_needed(diff, threshold, sd=sd)
+    return items_needed(c.diff if up else -c.diff, threshold, **_pilot(c))
 
 
 def _reason(v: str, c: PairedComparison, t: float, up: bool, needed: int | None) -> str:
