@@ -207,9 +207,18 @@ def log_sources(lineage: dict) -> None:
                 source = resolve_dataset_source(Path(path).resolve().as_uri())
         digest = lineage["sources"][name]["sha256"][:16]
         share = f"{info['realised_share']:.3f}"
-        mlflow.log_input(
-            MetaDataset(source, name=name, digest=digest), "training", {"share": share}
-        )
+        dataset = MetaDataset(source, name=name, digest=digest)
+        for attempt in range(2):
+            try:
+                mlflow.log_input(dataset, "training", {"share": share})
+                break
+            except Exception as e:  # another worker created the same dataset row meanwhile
+                if attempt or not _DUPLICATE.search(str(e)):
+                    raise
+
+
+# Two workers logging one dataset race to insert its row; the loser's second try links to it.
+_DUPLICATE = re.compile(r"UNIQUE constraint failed|duplicate key value", re.IGNORECASE)
 
 
 @retried
