@@ -73,7 +73,6 @@ class Suite:
     metrics: tuple[MetricSpec, ...]
     split_by: str | None = None
     interleave_by: str | None = None
-    proxy: str | None = None
     max_gen_toks: dict[str, int] = field(default_factory=dict)
     judge: JudgeSpec | None = None  # who decides refusals (suites that judge replies)
     trained_items: bool = False  # asks training prompts on purpose: not contamination
@@ -172,7 +171,6 @@ _SUITE_KEYS = {
     "metrics",
     "split_by",
     "interleave_by",
-    "proxy",
     "max_gen_toks",
     "judge",
     "trained_items",
@@ -253,9 +251,6 @@ def _parse_suite(folder: Path) -> Suite:
     compared = [m.by for m in metrics if m.compare_base]
     if len(compared) != len(set(compared)):
         raise bad("metrics", "at most one compare_base metric per 'by' grouping")
-    proxy = raw.get("proxy")
-    if proxy is not None and proxy not in {m.name for m in metrics if m.by is None}:
-        raise bad("proxy", "must name one of the suite's overall metrics")
     budgets = raw.get("max_gen_toks") or {}
     if not isinstance(budgets, dict) or any(
         k not in DATASETS or isinstance(v, bool) or not isinstance(v, int) or v < 1
@@ -272,7 +267,6 @@ def _parse_suite(folder: Path) -> Suite:
         metrics=tuple(metrics),
         split_by=raw.get("split_by"),
         interleave_by=raw.get("interleave_by"),
-        proxy=proxy,
         max_gen_toks=budgets,
         judge=parse_judge(raw["judge"], str(src)) if "judge" in raw else None,
         trained_items=raw.get("trained_items") is True,
