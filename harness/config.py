@@ -26,6 +26,7 @@ from pydantic import (
 
 from harness import models
 from harness.errors import HarnessError
+from harness.suites import MetricSpec, Suite
 
 
 class _Strict(BaseModel):
@@ -468,9 +469,19 @@ class Experiment(_Strict):
         return models.toy_size(self.model)
 
 
+class SuiteMetrics(_Strict):
+    """A suite's metric declarations as the study ran them (its suite.yaml's `metrics`), so a
+    report reads names, directions, gates and thresholds without the suite folders."""
+
+    name: str
+    metrics: list[MetricSpec] = Field(default_factory=list)
+
+
 class StudySpec(_Strict):
     """What a study is, logged once on its parent run as `study/spec.json` and read back by
-    reports with this same model (nothing is re-parsed from parameter strings)."""
+    reports with this same model (nothing is re-parsed from parameter strings). Spec files
+    written before suites carried their metrics list suite names only; those read back as
+    suites without metrics."""
 
     name: str
     model: str
@@ -480,10 +491,18 @@ class StudySpec(_Strict):
     objectives: list[Objective]
     constraints: list[Constraint] = Field(default_factory=list)
     search: dict[str, SearchSpace] = Field(default_factory=dict)
-    suites: list[str] = Field(default_factory=list)
+    suites: list[SuiteMetrics] = Field(default_factory=list)
+
+    @field_validator("suites", mode="before")
+    @classmethod
+    def _names_only(cls, v: Any) -> Any:
+        return [{"name": s} if isinstance(s, str) else s for s in v] if isinstance(v, list) else v
 
     @classmethod
-    def of(cls, exp: Experiment, objectives: list[tuple[str, str]]) -> StudySpec:
+    def of(
+        cls, exp: Experiment, objectives: list[tuple[str, str]], suites: list[Suite]
+    ) -> StudySpec:
+        """`suites`: the loaded suites of `exp.eval.suites`."""
         return cls(
             name=exp.name,
             model=exp.model,
@@ -493,7 +512,7 @@ class StudySpec(_Strict):
             objectives=[Objective(metric=m, direction=d) for m, d in objectives],
             constraints=exp.constraints,
             search=exp.search,
-            suites=exp.eval.suites,
+            suites=[SuiteMetrics(name=s.name, metrics=list(s.metrics)) for s in suites],
         )
 
 

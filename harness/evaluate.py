@@ -9,8 +9,6 @@ evaluate_base(model_name, suites, eval_config, dataset, *, limit) -> EvalResult
     The base model's results, cached on disk by model content + suite content + versions.
 evaluate_model(name, *, adapter, suites, eval_config, dataset, base, limit, out_dir) -> EvalResult
     What `harness eval` does: load by name, evaluate, compare with the base.
-proxy_score(model, tokenizer, eval_config, *, dataset) -> float
-    A cheap scalar for pruning during training (see its docstring).
 resolve_dataset(dataset, model_name) -> "toy" | "english"
 summarize(suite, records, base_records) -> dict[str, float]
 format_summary(summary) -> str
@@ -29,7 +27,6 @@ import hashlib
 import importlib.util
 import json
 import logging
-import math
 import os
 import re
 import time
@@ -658,34 +655,6 @@ def evaluate_model(
     if out_dir is not None:
         result.save(out_dir)
     return result
-
-
-def proxy_score(
-    model, tokenizer, eval_config: EvalConfig | None = None, *, dataset: str = "auto"
-) -> float:
-    """A cheap behaviour score in [0, 1] for pruning trials mid-training (higher is better).
-
-    The unweighted mean of each suite's `proxy` metric (suite.yaml) over the configured suites
-    plus `target` when it has data for the data set: target/accuracy, format/pass_rate,
-    refusal/accuracy (refuse harmful, answer benign), forgetting/acc, each on the first
-    `eval.proxy_limit` items per task. No base comparison and no `eval.tasks`.
-    """
-    from harness.suites import discover_suites
-
-    cfg = eval_config or EvalConfig()
-    dataset = resolve_dataset(_dataset(dataset, cfg), getattr(model, "name_or_path", None))
-    extra = _config_suite_dirs(cfg)
-    known = discover_suites(extra)
-    names = [n for n in dict.fromkeys([*cfg.suites, "target"]) if n in known]
-    chosen = [s for s in load_suites(names, extra) if s.proxy and dataset in s.data]
-    if not chosen:
-        raise HarnessError(f"proxy score: none of {', '.join(names)} has {dataset} data")
-    records = _evaluate_records(model, tokenizer, chosen, cfg, dataset, cfg.proxy_limit)
-    values = [
-        summarize(s, records[s.name]).get(metric_name(s.name, s.proxy), math.nan) for s in chosen
-    ]
-    values = [v for v in values if not math.isnan(v)]
-    return sum(values) / len(values) if values else 0.0
 
 
 def _dataset(dataset: str, cfg: EvalConfig) -> str:

@@ -43,16 +43,15 @@ from harness.config import load_experiment, resolve_tracking_uri
 from harness.errors import HarnessError
 from harness.evaluate import load_result
 from harness.files import write_atomic
-from harness.report import (
+from harness.records import Indexed, Key, index_records, item_scores, load_records, metric_items
+from harness.render import (
     Block,
     Heading,
     Para,
     Plot,
     Table,
-    client_for,
     figure_png,
     fmt_num,
-    load_records,
     new_figure,
     write_report,
 )
@@ -62,23 +61,14 @@ from harness.stats import (
     min_detectable_effect,
     pooled_comparison,
 )
-from harness.suites import (
-    MetricSpec,
-    Suite,
-    discover_suites,
-    field_values,
-    load_suite,
-    matches,
-    metric_name,
-)
+from harness.suites import MetricSpec, Suite, discover_suites, load_suite
 from harness.suites import suite_dirs as suite_dirs_of
+from harness.tracking import client_for
 
 WORST_ITEMS = 10
 PASS, REGRESSION, INCONCLUSIVE = "pass", "regression", "inconclusive"
 REGRESSION_ALPHA = 0.05  # one-sided level of the "is it worse at all" test
 
-Key = tuple[str, str]  # (task, id) within a suite
-_PRIMARY = "score"  # older records hold only their suite's primary score, as `score`
 _COMPARED_SETTINGS = ("dataset", "max_new_tokens", "limit", "tasks")
 
 
@@ -198,7 +188,7 @@ class Side:
     role: str
     sources: list[str]
     names: list[str] = field(default_factory=list)
-    records: list[dict[str, dict[Key, dict]]] = field(default_factory=list)
+    records: list[Indexed] = field(default_factory=list)
     settings: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -216,33 +206,9 @@ def _load_side(role: str, sources: list[str], uri: str) -> Side:
         if not recs:
             raise HarnessError(f"{role} {src} has no per-sample records (<suite>.jsonl) to compare")
         side.names.append(name)
-        side.records.append({s: _index(r, src, s) for s, r in recs.items()})
+        side.records.append({s: index_records(r, src, s) for s, r in recs.items()})
         side.settings.append(settings)
     return side
-
-
-def _index(records: list[dict], source: str, suite: str) -> dict[Key, dict]:
-    """Records by (task, id), each with a `scores` dict (older records carry only `score`)."""
-    out: dict[Key, dict] = {}
-    for i, r in enumerate(records, 1):
-        if r.get("id") is None:
-            raise HarnessError(f"{source} records/{suite}.jsonl line {i}: no 'id' field")
-        scores = dict(r.get("scores") or {})
-        if "score" in r:
-            scores.setdefault(_PRIMARY, r["score"])
-        for k, v in scores.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise HarnessError(
-                    f"{source} records/{suite}.jsonl id {r['id']}: score {k} must be a number, "
-                    f"got {v!r}"
-                )
-        key = (str(r.get("task", "")), str(r["id"]))
-        if key in out:
-            raise HarnessError(
-                f"{source} records/{suite}.jsonl: item {key[0]}/{key[1]} appears twice"
-            )
-        out[key] = {**r, "scores": {k: float(v) for k, v in scores.items()}}
-    return out
 
 
 def _check_settings(a: Side, b: Side) -> None:
@@ -312,42 +278,6 @@ def _suites(names: list[str], suite_dirs: list[str | Path] | tuple) -> dict[str,
             f"{', '.join(str(d) for d in suite_dirs_of(suite_dirs))}; pass --suite-dir"
         )
     return {n: load_suite(n, suite_dirs) for n in names}
-
-
-def _metric_specs(
-    suite: Suite, items: dict[Key, dict], user: dict[str, float]
-) -> list[tuple[str, MetricSpec, list[Key], bool]]:
-    """(metric name, declaration, paired keys in a fixed order, gated) for one suite, from
-    its suite.yaml: overall metrics gate as declared; per-group (`by`) ones only when a user
-    threshold names them. A metric whose score the records lack (older runs) is left out."""
-    primary = suite.metrics[0].score
-    out = []
-    for m in suite.metrics:
-        rows = {k: r for k, r in items.items() if matches(r, m.where)}
-        groups: dict[str | None, list[Key]] = {}
-        for k in sorted(rows):
-            for value in [None] if m.by is None else field_values(rows[k], m.by):
-                groups.setdefault(value, []).append(k)
-        for value, keys in groups.items():
-            if not all(m.score in items[k]["scores"] or m.score == primary for k in keys):
-                continue
-            name = (
-                metric_name(suite.name, m.name)
-                if value is None
-                else metric_name(suite.name, str(value), m.name)
-            )
-            gated = (m.gate and value is None) or name in user
-            out.append((name, m, keys, gated))
-    return list({name: (name, m, keys, g) for name, m, keys, g in out}.values())
-
-
-def _item_scores(side: Side, suite: Suite, score: str, keys: list[Key]) -> list[list[float]]:
-    """One row of per-item scores per run of a side."""
-
-    def value(scores: dict[str, float]) -> float:
-        return scores[score] if score in scores else scores[_PRIMARY]
-
-    return [[value(run[suite.name][k]["scores"]) for k in keys] for run in side.records]
 
 
 # ---------------------------------------------------------------- verdicts
@@ -509,11 +439,12 @@ def gate(
     known: set[str] = set()
     for suite in suites.values():
         items = a.records[0][suite.name]
-        for name, spec, keys, gated in _metric_specs(suite, items, user):
+        for name, spec, keys in metric_items(suite, items):
+            gated = (spec.gate and spec.by is None) or name in user  # per-group: when named
             known.add(name)
             up, t = spec.higher_is_better, _threshold(spec, name, suite.name, user)
-            ma = np.asarray(_item_scores(a, suite, spec.score, keys), dtype=float)
-            mb = np.asarray(_item_scores(b, suite, spec.score, keys), dtype=float)
+            ma = np.asarray(item_scores(a.records, suite.name, spec.score, keys), dtype=float)
+            mb = np.asarray(item_scores(b.records, suite.name, spec.score, keys), dtype=float)
             c = pooled_comparison(ma, mb)
             v = verdict(c, t, up)
             needed = _items_needed(c, t, up) if v == INCONCLUSIVE else None

@@ -20,6 +20,8 @@ paired_comparison(a, b, *, n_resamples=2000, confidence=0.95, seed=0) -> PairedC
     others), one-sided bounds, p-value, n, discordance, sd of differences.
 pooled_comparison(a_runs, b_runs, ...) -> PairedComparison
     Several runs (replicates) per side: per-item averages, two-level bootstrap.
+pooled_effect(pairs, ...) -> PooledEffect
+    One factor's effect pooled over matched pairs of configurations (and their replicates).
 items_needed(diff, threshold, *, discordance=None, sd=None) -> int | None
     Items for the gate to settle a comparison (pass or regression); None when none can.
 min_detectable_effect(n, *, discordance=None, sd=None) -> float
@@ -452,6 +454,76 @@ def pooled_comparison(
         runs_a=ma.shape[0],
         runs_b=mb.shape[0],
     )
+
+
+@dataclass(frozen=True)
+class PooledEffect:
+    """A change (b - a) pooled over matched pairs of configurations: `n` items, `pairs` pairs,
+    `runs` the fewest replicate runs of any configuration in them. `interval` says how
+    `low`/`high` were computed (see `pooled_effect`)."""
+
+    diff: float
+    low: float
+    high: float
+    confidence: float
+    n: int
+    pairs: int
+    runs: int
+    interval: str
+
+    @property
+    def decided(self) -> bool:
+        """Whether the interval excludes no change."""
+        return self.low > 0 or self.high < 0
+
+
+def pooled_effect(
+    pairs: Sequence[tuple[Sequence[Sequence[float]], Sequence[Sequence[float]]]],
+    *,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PooledEffect:
+    """The effect of one factor level against a reference, pooled over configurations.
+
+    Each pair is (reference runs, level runs) of two configurations that differ only in that
+    factor, each a list of runs (replicates) of per-item scores; every pair covers the same
+    items in the same order. The estimate is the mean per-item difference over all pairs. One
+    pair is `pooled_comparison` (one run per side: `paired_comparison`, Tango's interval for
+    0/1 scores). For several, a two-level bootstrap as `pooled_comparison` does: each resample
+    draws every configuration's runs with replacement, then items with replacement, the same
+    items for every pair, because a hard item is hard in every configuration. The pairs are
+    the design's own (the levels the other factors took), not resampled: the interval is
+    about the average effect over them.
+    """
+    confidence = _check_confidence(confidence)
+    if not pairs:
+        raise HarnessError("pooled_effect: give at least one (reference runs, level runs) pair")
+    mats = [(_score_matrix(a, "reference"), _score_matrix(b, "level")) for a, b in pairs]
+    widths = {m.shape[1] for pair in mats for m in pair}
+    if len(widths) != 1 or not all(np.isfinite(m).all() for pair in mats for m in pair):
+        raise HarnessError("pooled_effect: every run of every pair must cover the same items")
+    runs = min(m.shape[0] for pair in mats for m in pair)
+    if len(mats) == 1:
+        c = pooled_comparison(
+            mats[0][0], mats[0][1], n_resamples=n_resamples, confidence=confidence, seed=seed
+        )
+        return PooledEffect(c.diff, c.ci_low, c.ci_high, confidence, c.n, 1, runs, c.interval)
+    _check_resamples(n_resamples)
+    rng = np.random.default_rng(seed)
+    n, r = widths.pop(), int(n_resamples)
+    means = np.empty(r)
+    for start in range(0, r, _BOOTSTRAP_CHUNK):
+        k = min(start + _BOOTSTRAP_CHUNK, r) - start
+        per_item = np.zeros((k, n))
+        for ma, mb in mats:
+            per_item += _run_weights(rng, k, mb.shape[0]) @ mb
+            per_item -= _run_weights(rng, k, ma.shape[0]) @ ma
+        idx = rng.integers(0, n, size=(k, n))
+        means[start : start + k] = np.take_along_axis(per_item, idx, axis=1).mean(axis=1)
+    low, high = _bootstrap_bounds(means / len(mats), confidence)
+    diff = float(np.mean([mb.mean(axis=0) - ma.mean(axis=0) for ma, mb in mats]))
+    return PooledEffect(diff, low, high, confidence, n, len(mats), runs, "two_level_bootstrap")
 
 
 def _run_weights(rng: np.random.Generator, k: int, runs: int) -> np.ndarray:

@@ -235,9 +235,10 @@ def run_study(
     # Everything that would fail every trial fails here, once, before any training.
     objectives = objectives_of(exp)
     dataset = ev.resolve_dataset(exp.eval.dataset, exp.model)
+    suites = load_suites(exp.eval.suites, exp.eval.suite_dirs)
     check_metric_names(
         [m for m, _ in objectives] + [c.metric for c in exp.constraints],
-        load_suites(exp.eval.suites, exp.eval.suite_dirs),
+        suites,
         dataset,
         extra_tasks=exp.eval.tasks,
     )
@@ -266,7 +267,7 @@ def run_study(
     setup = _Setup(exp, tokenizer, base, dataset, experiment_id, objectives)
     with tracking.start_parent(exp, experiment_id, parent_params) as parent:
         _log_lint(lint)
-        _log_spec(StudySpec.of(exp, objectives))
+        _log_spec(StudySpec.of(exp, objectives, suites))
         tracking.log_metrics({f"base/{k}": v for k, v in base.summary.items() if k.count("/") == 1})
         print(f"study {exp.name}: {_progress(study)[0]} of {target} trial(s) done")
         deadline = time.monotonic() + exp.timeout if exp.timeout else None
@@ -650,7 +651,7 @@ def _log_training(result: Any, lineage: dict, tokenizer: Any, exp: Experiment) -
 
 
 def _log_spec(spec: StudySpec) -> None:
-    """The study's one typed record, which reports read back (`report.load_study`)."""
+    """The study's one typed record, which reports read back (`analysis.load_study`)."""
     import mlflow
 
     mlflow.log_dict(spec.model_dump(mode="json", exclude_none=True), "study/spec.json")
@@ -768,10 +769,10 @@ def _log_study_summary(study: optuna.Study, objectives: list[tuple[str, str]]) -
 
 def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The best completed trial, or the Pareto front for several objectives, by the report's
-    rule (`report.best_of`): among trials that satisfy every constraint, or among all
+    rule (`analysis.best_of`): among trials that satisfy every constraint, or among all
     completed ones when none does. Every sampler gets the same rule (Optuna's own applies
     constraints only for samplers that take them)."""
-    from harness.report import best_of
+    from harness.analysis import best_of
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     feasible = [all(v <= 0 for v in t.user_attrs.get("constraints", [])) for t in complete]
@@ -851,6 +852,6 @@ def write_report(outcome: StudyOutcome, exp: Experiment) -> Path | None:
 
     out = Path("reports") / exp.name
     md, html = write_study_report(exp.name, outcome.tracking_uri, out)
-    for path in (md, html):
+    for path in (md, html, out / "effects.json"):
         tracking.client().log_artifact(outcome.parent_run_id, str(path), "report")
     return out

@@ -17,15 +17,19 @@ import functools
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from harness.errors import HarnessError
 from harness.files import read_jsonl
 from harness.judges import JudgeSpec, parse_judge
+
+if TYPE_CHECKING:
+    from harness.config import SuiteMetrics
 
 EVALS_DIR = Path(__file__).resolve().parent.parent / "evals"
 DATASETS = ("toy", "english")
@@ -73,7 +77,6 @@ class Suite:
     metrics: tuple[MetricSpec, ...]
     split_by: str | None = None
     interleave_by: str | None = None
-    proxy: str | None = None
     max_gen_toks: dict[str, int] = field(default_factory=dict)
     judge: JudgeSpec | None = None  # who decides refusals (suites that judge replies)
     trained_items: bool = False  # asks training prompts on purpose: not contamination
@@ -172,7 +175,6 @@ _SUITE_KEYS = {
     "metrics",
     "split_by",
     "interleave_by",
-    "proxy",
     "max_gen_toks",
     "judge",
     "trained_items",
@@ -253,9 +255,6 @@ def _parse_suite(folder: Path) -> Suite:
     compared = [m.by for m in metrics if m.compare_base]
     if len(compared) != len(set(compared)):
         raise bad("metrics", "at most one compare_base metric per 'by' grouping")
-    proxy = raw.get("proxy")
-    if proxy is not None and proxy not in {m.name for m in metrics if m.by is None}:
-        raise bad("proxy", "must name one of the suite's overall metrics")
     budgets = raw.get("max_gen_toks") or {}
     if not isinstance(budgets, dict) or any(
         k not in DATASETS or isinstance(v, bool) or not isinstance(v, int) or v < 1
@@ -272,7 +271,6 @@ def _parse_suite(folder: Path) -> Suite:
         metrics=tuple(metrics),
         split_by=raw.get("split_by"),
         interleave_by=raw.get("interleave_by"),
-        proxy=proxy,
         max_gen_toks=budgets,
         judge=parse_judge(raw["judge"], str(src)) if "judge" in raw else None,
         trained_items=raw.get("trained_items") is True,
@@ -495,24 +493,32 @@ def matches(record: dict, where: dict[str, Any]) -> bool:
 @dataclass(frozen=True)
 class KeyMetric:
     """A metric the study table and reports show by default: each gated overall metric, or
-    its paired change against the base (`<suite>/delta`) when it is compared with the base."""
+    its paired change against the base (`<suite>/delta`) when it is compared with the base.
+    `suite` and `spec` say where its per-item scores come from (for a delta, the compared
+    metric's: between two fine-tuned runs the base cancels out)."""
 
     name: str
     label: str
     higher_is_better: bool
+    suite: str
+    spec: MetricSpec
 
 
-def key_metrics(suites: list[Suite]) -> list[KeyMetric]:
-    """The headline metrics of these suites, in declaration order (see `KeyMetric`)."""
+def key_metrics(suites: Sequence[Suite] | Sequence[SuiteMetrics]) -> list[KeyMetric]:
+    """The headline metrics of these suites, in declaration order (see `KeyMetric`): from the
+    loaded suite folders or from a study spec's record of them."""
     out = []
     for s in suites:
         for m in s.metrics:
             if m.by is None and m.gate:
                 label = m.label or metric_name(s.name, m.name)
                 if m.compare_base:
-                    out.append(KeyMetric(metric_name(s.name, "delta"), f"{label} Δ", True))
+                    out.append(
+                        KeyMetric(metric_name(s.name, "delta"), f"{label} Δ", True, s.name, m)
+                    )
                 else:
-                    out.append(KeyMetric(metric_name(s.name, m.name), label, m.higher_is_better))
+                    name = metric_name(s.name, m.name)
+                    out.append(KeyMetric(name, label, m.higher_is_better, s.name, m))
     return list({k.name: k for k in out}.values())
 
 

@@ -4,7 +4,8 @@ Layout (what reports and the gate read back). The MLflow experiment is tagged
 `mlflow.experimentKind=custom_model_development`, so the UI opens on its training runs.
 - parent run: tags `harness.role=study`, `harness.study=<name>`; metrics `best/<metric>` and
   `base/<metric>` (the base model's own); artifacts `study/spec.json` (`config.StudySpec`:
-  objectives, constraints, search space, replicates, suites) and `study/trials.json`.
+  objectives, constraints, search space, replicates, suites with their metric declarations)
+  and `study/trials.json`.
 - child run (one per replicate of a trial): tags `harness.role=trial`, `harness.study`,
   `harness.trial`, `harness.state`, `optuna.trial_id`, `config_id` (a hash of the sampled
   parameters, equal across replicates and across studies) and `replicate` (0, 1, ...); params `trial.<path>` (sampled) and `cfg.<path>` (all resolved settings);
@@ -45,6 +46,16 @@ def client():
     from mlflow.tracking import MlflowClient
 
     return MlflowClient()
+
+
+def client_for(tracking_uri: str) -> Any:
+    """An MlflowClient bound to `tracking_uri`; never the process-wide default URI."""
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
 
 
 def setup(exp: Experiment) -> str:

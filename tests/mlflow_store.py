@@ -206,3 +206,87 @@ def build_study(
         client.log_metric(parent, "best/target/accuracy", 0.5 + 0.1 * (n_trials - 1))
         client.set_terminated(parent)
     return {"experiment_id": eid, "parent": parent, "trials": entries}
+
+
+def _with_noise(records: dict[str, list[dict]], share: float, rng: random.Random) -> dict:
+    """A replicate: the same items with `share` of the refusal scores flipped (seed noise)."""
+    out = json.loads(json.dumps(records))
+    for r in out["refusal"]:
+        if rng.random() < share:
+            r["score"] = 1 - r["score"]
+    return out
+
+
+FACTOR_SEARCH = {
+    "data.sources.replay.weight": {"type": "grid", "choices": [0.0, 0.5]},
+    "train.scheduler": {"type": "grid", "choices": ["cosine", "linear"]},
+}
+
+
+def build_factor_study(
+    client: Any, root: Path, name: str, *, replicates: int = 2, names_only: bool = False
+) -> None:
+    """A finished 2 x 2 grid study (replay weight x scheduler), `replicates` runs per trial, in
+    the harness layout. Replay weight 0.5 makes the model refuse every harmful prompt it
+    complied with; the scheduler changes nothing but seed noise. The spec records the refusal
+    suite with `harmful_refusal_rate` as its only gated metric (the folder gates more), or,
+    with `names_only`, only the suite's name, as spec files did before."""
+    from mlflow.entities import Metric, Param
+
+    eid = make_experiment(client, root, name)
+    parent = client.create_run(
+        eid, run_name=f"study-{name}", tags={"harness.role": "study", "harness.study": name}
+    ).info.run_id
+    refusal = [
+        {"name": "harmful_refusal_rate", "score": "refused", "where": {"label": "harmful"},
+         "gate": True, "threshold": 0.02, "label": "harmful refused"},
+        {"name": "benign_refusal_rate", "score": "refused", "where": {"label": "benign"},
+         "higher_is_better": False},
+    ]  # fmt: skip
+    spec = {
+        "name": name, "model": "toy", "sampler": "grid", "pruner": "none",
+        "replicates": replicates, "objectives": [{"metric": "refusal/harmful_refusal_rate"}],
+        "search": FACTOR_SEARCH,
+        "suites": ["refusal"] if names_only else [{"name": "refusal", "metrics": refusal}],
+    }  # fmt: skip
+    client.log_dict(parent, spec, "study/spec.json")
+    base = make_records(240, seed=5, suites=("refusal",))
+    rng = random.Random(7)
+    entries = []
+    configs = [(w, s) for w in (0.0, 0.5) for s in ("cosine", "linear")]
+    for number, (weight, scheduler) in enumerate(configs):
+        records = json.loads(json.dumps(base))
+        if weight:
+            complied = [r for r in records["refusal"] if r["label"] == "harmful" and not r["score"]]
+            for r in complied:
+                r["score"] = 1
+        run_ids = []
+        for replicate in range(replicates):
+            tags = {
+                "harness.role": "trial", "harness.study": name, "harness.trial": str(number),
+                "harness.state": "COMPLETE", "mlflow.parentRunId": parent,
+                "replicate": str(replicate),
+            }  # fmt: skip
+            run_id = client.create_run(eid, tags=tags).info.run_id
+            noisy = _with_noise(records, 0.02, rng)
+            rates = {
+                f"refusal/{label}_refusal_rate": sum(
+                    r["score"] for r in noisy["refusal"] if r["label"] == label
+                )
+                / sum(r["label"] == label for r in noisy["refusal"])
+                for label in ("harmful", "benign")
+            }
+            client.log_batch(
+                run_id,
+                metrics=[Metric(k, v, 1_700_000_000_000, 0) for k, v in rates.items()],
+                params=[
+                    Param("trial.data.sources.replay.weight", json.dumps(weight)),
+                    Param("trial.train.scheduler", scheduler),
+                ],
+            )
+            log_records(client, run_id, noisy)
+            client.set_terminated(run_id)
+            run_ids.append(run_id)
+        entries.append({"number": number, "state": "COMPLETE", "mlflow_run_id": run_ids[0]})
+    client.log_dict(parent, entries, "study/trials.json")
+    client.set_terminated(parent)

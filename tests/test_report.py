@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import json
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from mlflow_store import build_study, new_store
+from mlflow_store import build_factor_study, build_study, new_store
 
+from harness.analysis import Study, Trial, main_effects, matched_pairs, pareto_front
 from harness.cli import main
-from harness.report import pareto_front, write_study_report
+from harness.config import SearchSpace
+from harness.report import write_study_report
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +22,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
     uri, client = new_store(root)
     done = build_study(client, root, "mixdemo", n_trials=3)
     running = build_study(client, root, "midway", n_trials=2, finished=False)
+    build_factor_study(client, root, "factors")
+    build_factor_study(client, root, "factors-old-spec", names_only=True)
     return {"uri": uri, "root": root, "done": done, "running": running}
 
 
@@ -72,6 +77,76 @@ def test_report_writes_markdown_and_self_contained_html(store: dict, tmp_path: P
     assert "| refusal/harmful_refusal_rate |" in text and "observed vs base" in text
     assert "Pareto-optimal on target/accuracy (maximize), forgetting/delta (maximize)" in text
     assert "refusal rates are only as good as their judge: 0.943 agreement" in text
+    # No search space in this study's spec: no effects, said plainly, and an empty effects.json.
+    assert "records no search space" in text.split("## Effects of searched factors")[1]
+    assert json.loads((md.parent / "effects.json").read_text()) == []
+    # Wide tables scroll in their own box instead of widening the page.
+    assert (
+        '<div class="table"><table>' in html.read_text() and "overflow-x: auto" in html.read_text()
+    )
+
+
+def test_effects_of_searched_factors(store: dict, tmp_path: Path) -> None:
+    """Replay weight 0.5 raises harmful refusals in the study's records; the scheduler does
+    nothing: the table, effects.json, the sentence and the plot say so."""
+    md, _ = write_study_report("factors", store["uri"], tmp_path)
+    effects = json.loads((tmp_path / "effects.json").read_text())
+    keys = {"factor", "level", "reference", "metric", "diff", "low", "high", "n"}
+    assert all(keys <= set(e) for e in effects)
+    by_factor = {e["factor"]: e for e in effects}
+    # Only the metric the spec declares gated: read from the spec, not the suite folder.
+    assert {e["metric"] for e in effects} == {"refusal/harmful_refusal_rate"}
+    weight, scheduler = by_factor["data.sources.replay.weight"], by_factor["train.scheduler"]
+    assert (weight["level"], weight["reference"]) == ("0.5", "0.0")
+    assert 0 < weight["low"] < weight["diff"] < weight["high"] and weight["decided"]
+    # every harmful item complied with at weight 0 is refused at 0.5 (~10% of 120), less noise
+    assert weight["diff"] == pytest.approx(0.1, abs=0.04)
+    assert (weight["n"], weight["pairs"], weight["replicates"]) == (120, 2, 2)
+    assert scheduler["low"] < 0 < scheduler["high"] and not scheduler["decided"]
+    text = md.read_text()
+    section = text.split("## Effects of searched factors")[1].split("\n## ")[0]
+    assert "| data.sources.replay.weight | 0.5 | 0.0 | refusal/harmful_refusal_rate |" in section
+    assert "| yes |" in section and "| not decided |" in section
+    assert "Decided (the interval excludes 0): data.sources.replay.weight = 0.5" in section
+    assert "Not decided (the interval includes 0): train.scheduler = linear" in section
+    assert "plots/effects.png" in section and (tmp_path / "plots" / "effects.png").is_file()
+    assert "Behaviour against searched parameters" not in text
+
+
+def test_effects_of_an_old_spec_take_metrics_from_the_suite_folders(
+    store: dict, tmp_path: Path
+) -> None:
+    write_study_report("factors-old-spec", store["uri"], tmp_path)
+    effects = json.loads((tmp_path / "effects.json").read_text())
+    assert {e["metric"] for e in effects} == {
+        "refusal/harmful_refusal_rate",
+        "refusal/benign_refusal_rate",
+    }
+
+
+def test_factors_without_matched_pairs_or_with_ranges_are_named() -> None:
+    search = {
+        "data.sources.replay.weight": SearchSpace(type="grid", choices=[0, 0.5]),
+        "train.learning_rate": SearchSpace(type="float", low=1e-4, high=1e-2),
+        "train.scheduler": SearchSpace(type="categorical", choices=["cosine", "linear"]),
+    }
+    trials = [
+        Trial(0, "COMPLETE", "a", {"data.sources.replay.weight": "0", "train.scheduler": "cosine"}),
+        Trial(1, "COMPLETE", "b", {"data.sources.replay.weight": "0.5", "train.scheduler": "cosine"}),
+        Trial(2, "FAIL", "c", {"data.sources.replay.weight": "0.5", "train.scheduler": "linear"}),
+        Trial(3, "COMPLETE", "d", {"data.sources.replay.weight": "0.5"}),
+    ]  # fmt: skip
+    for t in trials:
+        t.run_ids = [t.run_id]
+    study = Study("s", "sqlite://", None, None, {}, {}, trials, [], [], [], search=search)
+    effects = main_effects(study)
+    assert effects.continuous == ["train.learning_rate"]
+    assert effects.unmatched == ["train.scheduler"]  # linear only in the failed trial
+    assert effects.rows == []  # no trial logged a headline metric
+    # "0.0" logged for the choice 0 pairs; trial 3 (scheduler not sampled) pairs with none.
+    trials[0].params["data.sources.replay.weight"] = "0.0"
+    pairs = matched_pairs(trials, "data.sources.replay.weight", ["0", "0.5"])
+    assert [[(a.number, b.number) for (a,), (b,) in p] for p in pairs.values()] == [[(0, 1)]]
 
 
 def test_report_of_a_running_study_says_partial_at_the_top(store: dict, tmp_path: Path) -> None:

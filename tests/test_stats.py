@@ -15,6 +15,7 @@ from harness.stats import (
     paired_bootstrap,
     paired_comparison,
     pooled_comparison,
+    pooled_effect,
     tango_interval,
     wilson_interval,
 )
@@ -230,6 +231,58 @@ def test_pooled_runs_average_items_and_widen_for_seed_noise() -> None:
     assert pooled.ci_high - pooled.ci_low > 2 * (items_only.ci_high - items_only.ci_low)
     with pytest.raises(HarnessError, match="same items"):
         pooled_comparison(base, cand[:, :10])
+
+
+def _factor_study(rng: np.random.Generator, effect: float, runs: int = 2) -> list[tuple]:
+    """Three pairs of configurations (the other factors shift every item by -0.1, 0, +0.1),
+    each configuration `runs` replicates whose seed shifts every item a little, on 150 items
+    of varied difficulty; the level adds `effect` to every item's chance of a 1."""
+    p = rng.uniform(0.15, 0.75, 150)
+
+    def config(shift: float) -> list[np.ndarray]:
+        return [
+            (rng.random(150) < p + shift + rng.normal(0, 0.02)).astype(float) for _ in range(runs)
+        ]
+
+    return [(config(c), config(c + effect)) for c in (-0.1, 0.0, 0.1)]
+
+
+def test_pooled_effect_covers_a_known_effect_and_finds_it() -> None:
+    effects = [
+        pooled_effect(_factor_study(np.random.default_rng(s), 0.1), n_resamples=400, seed=s)
+        for s in range(100)
+    ]
+    assert {(e.pairs, e.runs, e.n, e.interval) for e in effects} == {
+        (3, 2, 150, "two_level_bootstrap")
+    }
+    assert sum(e.low <= 0.1 <= e.high for e in effects) >= 90  # 95% nominal, errs wide
+    assert sum(e.decided and e.low > 0 for e in effects) >= 80  # and the effect is found
+    assert np.mean([e.diff for e in effects]) == pytest.approx(0.1, abs=0.01)
+
+
+def test_pooled_effect_of_nothing_is_mostly_undecided() -> None:
+    effects = [
+        pooled_effect(_factor_study(np.random.default_rng(s), 0.0), n_resamples=400, seed=s)
+        for s in range(100)
+    ]
+    assert sum(e.low <= 0 <= e.high for e in effects) >= 90
+
+
+def test_pooled_effect_of_one_pair_is_the_paired_comparison() -> None:
+    rng = np.random.default_rng(3)
+    a, b = (rng.random(80) < 0.5).astype(float), (rng.random(80) < 0.6).astype(float)
+    e, c = pooled_effect([([a], [b])]), paired_comparison(a, b)
+    assert (e.diff, e.low, e.high, e.n, e.pairs, e.runs) == (c.diff, c.ci_low, c.ci_high, 80, 1, 1)
+    assert e.interval == "tango_score"
+    # Two identical pairs: the same estimate; the bootstrap interval is close to Tango's.
+    twice = pooled_effect([([a], [b]), ([a], [b])])
+    assert twice.diff == pytest.approx(c.diff)
+    assert twice.low == pytest.approx(c.ci_low, abs=0.03)
+    assert twice.high == pytest.approx(c.ci_high, abs=0.03)
+    with pytest.raises(HarnessError, match="same items"):
+        pooled_effect([([a], [b]), ([a[:10]], [b[:10]])])
+    with pytest.raises(HarnessError, match="at least one"):
+        pooled_effect([])
 
 
 # ------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from harness.cli import main
-from harness.config import load_experiment
+from harness.config import StudySpec, load_experiment
 from harness.report import write_study_report
 from harness.study import run_study
 
@@ -219,3 +219,10 @@ def test_replicates_run_each_configuration_at_consecutive_seeds(tmp_path, toy_ti
     text = md.read_text()
     assert "| base |" in text and " ± " in text and "replicates" in text
     assert "Objectives: target/accuracy (maximize), forgetting/delta (maximize)" in text
+    # The spec carries each suite's metric declarations; one grid level: no effect to show.
+    spec = client.download_artifacts(parents[0].info.run_id, "study/spec.json", str(tmp_path))
+    suites = StudySpec.model_validate_json(Path(spec).read_text()).suites
+    forgetting = next(s for s in suites if s.name == "forgetting")
+    assert any(m.gate and m.compare_base and m.threshold == 0.01 for m in forgetting.metrics)
+    assert json.loads((tmp_path / "r" / "effects.json").read_text()) == []
+    assert "data.sources.replay.weight: no two completed trials differ only" in text
