@@ -476,16 +476,21 @@ def _level_of(value: str | None, levels: list[str]) -> str | None:
     return None
 
 
-def matched_pairs(trials: Sequence[Trial], factor: str, levels: list[str]) -> dict[str, list[Pair]]:
+def matched_pairs(
+    trials: Sequence[Trial], factor: str, levels: list[str], follows: Sequence[str] = ()
+) -> dict[str, list[Pair]]:
     """Per level after the first (the reference): the pairs of configurations that differ
     only in `factor`, one at the reference level and one at this level, with every other
     sampled parameter equal (absent ones too: a conditional dimension that was not sampled).
-    Trials of the same configuration (a sampler that repeated one) are replicates of it."""
+    Parameters in `follows` are conditioned on the factor (e.g. a learning rate per method):
+    they go with its level and are left out of the match. Trials of the same configuration
+    (a sampler that repeated one) are replicates of it."""
+    skip = {factor, *follows}
     groups: dict[tuple, dict[str, list[Trial]]] = {}
     for t in trials:
         level = _level_of(t.params.get(factor), levels)
         if level is not None:
-            rest = tuple(sorted((k, v) for k, v in t.params.items() if k != factor))
+            rest = tuple(sorted((k, v) for k, v in t.params.items() if k not in skip))
             groups.setdefault(rest, {}).setdefault(level, []).append(t)
     out: dict[str, list[Pair]] = {}
     for by_level in groups.values():
@@ -512,7 +517,7 @@ def main_effects(study: Study, *, seed: int = 0) -> Effects:
             out.continuous.append(factor)
             continue
         levels = [level_text(v) for v in space.values()]
-        pairs = matched_pairs(done, factor, levels)
+        pairs = matched_pairs(done, factor, levels, followers(study.search, factor))
         if not pairs:
             out.unmatched.append(factor)
             continue
@@ -523,6 +528,15 @@ def main_effects(study: Study, *, seed: int = 0) -> Effects:
                     estimate = pooled_effect(scores, seed=seed)
                     out.rows.append(Effect(factor, level, levels[0], metric.name, estimate))
     return out
+
+
+def followers(search: dict[str, SearchSpace], factor: str) -> list[str]:
+    """The dimensions sampled under a condition on `factor` (`when: {factor: ...}`)."""
+    return [
+        path
+        for path, space in search.items()
+        if any(v.when and factor in v.when for v in space.variants)
+    ]
 
 
 def _pair_scores(study: Study, pairs: list[Pair], metric: KeyMetric) -> list[tuple]:

@@ -19,6 +19,7 @@ from harness.analysis import (
     Trial,
     best_trials,
     check_constraints,
+    followers,
     forgetting_by_task,
     load_study,
     main_effects,
@@ -401,6 +402,15 @@ def _effect_blocks(study: Study, effects: Effects) -> list[Block]:
             blocks.append(Plot("effects", "effect of each factor level vs its reference", png))
     elif not effects.unmatched and not effects.continuous:
         blocks.append(Para("No headline metric with per-item records to compare yet."))
+    for factor in sorted({e.factor for e in effects.rows}):
+        follows = followers(study.search, factor)
+        if follows:
+            blocks.append(
+                Para(
+                    f"{factor}: each level runs with its own {', '.join(follows)} (searched "
+                    "under a condition on it), so its effect includes that choice."
+                )
+            )
     for factor in effects.unmatched:
         blocks.append(
             Para(
