@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow_store import build_factor_study, build_study, new_store
 
+from harness import analysis
 from harness.analysis import Study, Trial, main_effects, matched_pairs, pareto_front
 from harness.cli import main
 from harness.config import SearchSpace
@@ -189,3 +190,34 @@ def test_pareto_front() -> None:
     pts = [(0.5, -0.1), (0.7, -0.2), (0.6, -0.3), (0.7, -0.1)]
     assert pareto_front(pts, [True, True]) == [3]
     assert pareto_front(pts[:3], [True, True]) == [0, 1]
+
+
+def test_a_learning_rate_per_method_goes_with_the_method() -> None:
+    """LoRA and full fine-tuning each with their own learning rate (`cases`) still pair up:
+    the rate is part of the method's level, not another factor that differs."""
+    search = {
+        "peft.enabled": SearchSpace(type="grid", choices=[True, False]),
+        "train.learning_rate": SearchSpace(
+            cases=[
+                SearchSpace(when={"peft.enabled": True}, type="grid", choices=[1e-2]),
+                SearchSpace(when={"peft.enabled": False}, type="grid", choices=[1e-3]),
+            ]
+        ),
+        "data.sources.replay.weight": SearchSpace(type="grid", choices=[0, 0.5]),
+    }
+    trials = [
+        Trial(i, "COMPLETE", f"r{i}", {"peft.enabled": lora, "train.learning_rate": lr,
+                                       "data.sources.replay.weight": replay})
+        for i, (lora, lr, replay) in enumerate(
+            [("true", "0.01", "0"), ("false", "0.001", "0"), ("true", "0.01", "0.5"),
+             ("false", "0.001", "0.5")]
+        )
+    ]  # fmt: skip
+    assert analysis.followers(search, "peft.enabled") == ["train.learning_rate"]
+    assert analysis.followers(search, "data.sources.replay.weight") == []
+    follows = analysis.followers(search, "peft.enabled")
+    pairs = matched_pairs(trials, "peft.enabled", ["true", "false"], follows)
+    assert [[(a.number, b.number) for (a,), (b,) in p] for p in pairs.values()] == [
+        [(0, 1), (2, 3)]
+    ]
+    assert matched_pairs(trials, "peft.enabled", ["true", "false"]) == {}  # rates differ
