@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_experiment
+from harness.config import grid_points, load_experiment
 from harness.study import objectives_of
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
@@ -25,7 +25,12 @@ def test_demo_is_a_grid_ablation_of_mix_and_method_on_the_toy_world():
         "data.sources.replay.weight",
         "data.sources.refusal.weight",
         "peft.enabled",
+        "train.learning_rate",
     }
+    # each method at its own learning rate: 2 methods x 2 replay x 2 refusal shares, 3 seeds each
+    rates = {p["peft.enabled"]: p["train.learning_rate"] for p in grid_points(exp.search)}
+    assert len(grid_points(exp.search)) == exp.n_trials == 8 and rates[True] > rates[False]
+    assert exp.replicates >= 3
     assert {"forgetting", "refusal", "format", "target"} <= set(exp.eval.suites)
 
 
