@@ -79,6 +79,9 @@ class Study:
     _records: dict[str, dict[str, list[dict]]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _indexed: dict[tuple[str, str], Indexed | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @functools.cached_property
     def declared_suites(self) -> list[SuiteMetrics]:
@@ -104,6 +107,16 @@ class Study:
         if run_id not in self._records:
             self._records[run_id] = load_records(client_for(self.tracking_uri), run_id)
         return self._records[run_id]
+
+    def indexed(self, run_id: str, suite: str) -> Indexed | None:
+        """A run's records of one suite by item (`records.index_records`), indexed once per
+        report however many factors and metrics read them; None when the run has none."""
+        if (run_id, suite) not in self._indexed:
+            rows = self.records(run_id).get(suite)
+            self._indexed[run_id, suite] = (
+                {suite: index_records(rows, f"run {run_id}", suite)} if rows else None
+            )
+        return self._indexed[run_id, suite]
 
     @property
     def replicated(self) -> bool:
@@ -548,10 +561,10 @@ def _pair_scores(study: Study, pairs: list[Pair], metric: KeyMetric) -> list[tup
     runs = {r for ref, lvl in pairs for t in (*ref, *lvl) for r in t.run_ids}
     indexed: dict[str, Indexed] = {}
     for run_id in runs:
-        rows = study.records(run_id).get(suite.name)
-        if not rows:
+        recs = study.indexed(run_id, suite.name)
+        if recs is None:
             return []
-        indexed[run_id] = {suite.name: index_records(rows, f"run {run_id}", suite.name)}
+        indexed[run_id] = recs
     name = metric_name(suite.name, metric.spec.name)
     keys: set | None = None
     for recs in indexed.values():
