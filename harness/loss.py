@@ -52,7 +52,10 @@ class ChunkedLoss:
         self.lm_head, self.chunk_tokens = lm_head, chunk_tokens
 
     def __call__(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None):
-        hidden = outputs["hidden_states"][-1][:, :-1]
+        # In the head's dtype: under mixed precision accelerate hands the outputs back in fp32
+        # while a LoRA model's frozen base (lm_head included) stays bf16.
+        head_dtype = getattr(self.lm_head, "weight", outputs["hidden_states"][-1]).dtype
+        hidden = outputs["hidden_states"][-1][:, :-1].to(head_dtype)
         targets = labels[..., 1:].to(hidden.device)
         trained = targets.ne(IGNORE_INDEX)
         hidden, targets = hidden[trained], targets[trained]  # (N, H), (N,)
@@ -60,10 +63,8 @@ class ChunkedLoss:
         if targets.numel() == 0:  # keeps the graph connected so backward still runs
             return outputs["hidden_states"][-1].sum() * 0.0
         fused = _liger_loss(self.lm_head, hidden)
-        if fused is not None:  # one dtype for its kernel (fp32 master weights, bf16 activations)
-            weight, bias = self.lm_head.weight, self.lm_head.bias
-            bias = bias.to(hidden.dtype) if bias is not None else None
-            return fused(weight.to(hidden.dtype), hidden, targets, bias) / count
+        if fused is not None:
+            return fused(self.lm_head.weight, hidden, targets, self.lm_head.bias) / count
         total = hidden.new_zeros((), dtype=torch.float32)
         for start in range(0, targets.numel(), self.chunk_tokens):
             end = start + self.chunk_tokens

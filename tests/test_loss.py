@@ -30,7 +30,7 @@ def setup(tmp_path_factory, toy_tiny):
 
 def _model(kind: str):
     torch.manual_seed(0)
-    model = load_model("toy:tiny")
+    model = load_model("toy:tiny", precision="fp32")  # exact comparisons, on a GPU too
     if kind == "lora":  # random B too, so that every adapter weight gets a gradient
         config = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)
         model = get_peft_model(model, config)
@@ -38,6 +38,7 @@ def _model(kind: str):
 
 
 def _loss_and_grads(model, batch, chunk: int | None):
+    batch = {k: v.to(model.device) for k, v in batch.items()}
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
     count = batch["labels"][:, 1:].ne(-100).sum() + 3  # as if the step had more micro-batches
     model.zero_grad()
@@ -95,3 +96,17 @@ def test_training_curve_is_the_same_with_chunks_and_checkpointing(tmp_path, setu
         curves.append([loss for _, loss in result.loss_curve])
     assert curves[1] == pytest.approx(curves[0], rel=1e-5, abs=1e-6)
     assert curves[0][-1] != curves[0][0]  # it trained
+
+
+@pytest.mark.parametrize("peft", [True, False], ids=["lora", "full"])
+def test_trains_under_bf16_mixed_precision(tmp_path, setup, peft):
+    """The CUDA default, here on the CPU: a bf16 model under autocast, whose outputs accelerate
+    hands back in fp32 while a LoRA model's lm_head stays bf16 (this once failed on a GPU)."""
+    _, data, tokenizer, _ = setup
+    path = write_exp(tmp_path, train={"max_steps": 3, "precision": "bf16"}, peft={"enabled": peft})
+    model = load_model("toy:tiny", precision="bf16")
+    result = train(load_experiment(path), model, tokenizer, data, verbose=False)
+    losses = [loss for _, loss in result.loss_curve]
+    assert result.status == "ok" and len(losses) == 3
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+    assert next(result.model.parameters()).dtype == torch.bfloat16  # evaluated as loaded
