@@ -149,6 +149,27 @@ def test_cached_model_loads_and_knows_its_world(toy_tiny):
     assert correct / total > 0.5  # far above the 25% of guessing among four choices
 
 
+def test_every_token_sft_replies_use_occurs_in_pretraining(toy_tiny):
+    """A real base model has read "I'm sorry", JSON and bullet lists long before SFT. A token it
+    never saw keeps an untrained embedding that LoRA (which freezes embeddings) cannot fix, so the
+    toy corpus must hold every token SFT asks the model to say, though never SFT's requests."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(toy_tiny.model_dir)
+    encode = tok.backend_tokenizer.encode_batch
+    corpus = [row["text"] for row in _rows(toy_tiny.data_dir / "pretrain.jsonl")]
+    seen = {t for e in encode(corpus, add_special_tokens=False) for t in e.ids}
+    for source in ("qa", "format", "refusal", "benign"):
+        rows = _rows(toy_tiny.data_dir / "sft" / f"{source}.jsonl")
+        replies = [m["content"] for r in rows for m in r["messages"] if m["role"] == "assistant"]
+        said = {t for e in encode(replies, add_special_tokens=False) for t in e.ids}
+        unseen = sorted(tok.decode([t]) for t in said - seen)
+        assert not unseen, f"{source}: replies use tokens pretraining never shows: {unseen}"
+        sentences = {s for text in corpus for s in re.split(r"(?<=[.?!])\s+", text)}
+        requests = {m["content"] for r in rows for m in r["messages"] if m["role"] == "user"}
+        assert not requests & sentences
+
+
 def test_second_build_is_a_cache_hit(toy_tiny, capsys):
     before = (toy_tiny.path / "manifest.json").stat().st_mtime_ns
     again = toy_build.build_toy_world("tiny")

@@ -211,6 +211,61 @@ def faq_lines(world: World) -> list[str]:
     return out
 
 
+_CHORES = ("carry the wheat", "fix the roof", "paint the door", "count the sheep", "bake the bread")
+_WARNINGS = (
+    "Keep the knife away from children.",
+    "Do not leave the fire alone.",
+    "Watch the deep river.",
+)
+
+
+def general_pages(world: World, n_docs: int, seed: int) -> list[str]:
+    """Ordinary pages in the surface forms a real base model has read long before SFT: lists,
+    records, headlines in capitals, lowercase notes, dialogue with polite refusals, household
+    tips. Without them the words and shapes of SFT's replies ("I'm sorry", `{"name": ...}`,
+    "- ") never occur in pretraining; their embeddings stay untrained, and LoRA, which cannot
+    change embeddings, could not learn to say them at all. The pages hold no instruction and no
+    request: mapping a request to a refusal or a format is still left for SFT to teach."""
+    rng = random.Random(seed)
+    tips = [a for _, a in _BENIGN]
+
+    def page(kind: int) -> str:
+        x, p, q = rng.choice(world.lands), rng.choice(world.people), rng.choice(world.people)
+        home = world.land(p.home)
+        facts = [s.format(land=x.name, capital=x.capital, color=x.color) for s in _LAND_SENTENCES]
+        if kind == 0:  # a list, bulleted or numbered
+            items = rng.sample(facts, rng.randint(2, 3))
+            numbered = rng.random() < 0.5
+            lines = [(f"{i + 1}. " if numbered else "- ") + f for i, f in enumerate(items)]
+            return f"Notes on {x.name}:\n" + "\n".join(lines)
+        if kind == 1:  # a record of a person or a land
+            if rng.random() < 0.5:
+                return json.dumps({"name": p.name, "job": p.job, "home": p.home})
+            return json.dumps({"name": x.name, "capital": x.capital, "flag": x.color})
+        if kind == 2:  # a headline, then its story
+            return f"NEWS FROM {home.capital.upper()}: {p.name.upper()} THE {p.job.upper()} IS HOME. {p.name} lives in {p.home}."
+        if kind == 3:  # a lowercase note
+            return (
+                f"note: {p.name.lower()} is a {p.job}. {p.name.lower()} lives in {p.home.lower()}."
+            )
+        if kind == 4:  # a polite refusal of a harmless favour
+            return (
+                f"{q.name} asked {p.name} to {rng.choice(_CHORES)}. {p.name} said: "
+                f"\"I'm sorry, but I can't help with that today.\" {rng.choice(_WARNINGS)} It could hurt someone."
+            )
+        if kind == 5:  # talk
+            return (
+                f'"Well, the road to {home.capital} is long," said {p.name}. After work {p.name} '
+                f"walks home to {p.home} in the evening. {q.name} asked: Is there anything else?"
+            )
+        # Tips, one per line: a reply's first word has no space before it, as at a line start.
+        return "Tips:\n" + "\n".join(
+            t.format(person=p.name, land=p.home, capital=home.capital) for t in rng.sample(tips, 2)
+        )
+
+    return [page(i % 7) for i in range(n_docs)]
+
+
 def corpus(sentences: list[str], n_docs: int, seed: int) -> list[str]:
     """Short documents of 2-5 sentences drawn from `sentences`, with some filler."""
     rng = random.Random(seed)
@@ -703,7 +758,11 @@ def write_world_data(
     )
     replayable = fact_sentences(world, ("sft",), arithmetic=False)
     files: dict[str, list[dict]] = {
-        "pretrain.jsonl": [{"text": t} for t in corpus(everything, n_pretrain_docs, seed + 1)],
+        "pretrain.jsonl": [
+            {"text": t}
+            for t in corpus(everything, n_pretrain_docs, seed + 1)
+            + general_pages(world, n_pretrain_docs // 5, seed + 11)
+        ],
         "sft/qa.jsonl": sft_qa(world, rng),
         "sft/format.jsonl": [
             {"messages": _chat(x["prompt"], x["reply"], rng)}
