@@ -4,6 +4,7 @@ resume and multi-worker tests."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import textwrap
 from pathlib import Path
@@ -59,7 +60,23 @@ def harness_env() -> dict[str, str]:
 
 
 def start_worker(cmd: list[str], cwd: Path) -> subprocess.Popen:
-    """A `harness run` worker with `harness_env()`, its output (stdout and stderr) piped as text."""
-    return subprocess.Popen(
-        cmd, cwd=cwd, env=harness_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    """A `harness run` worker with `harness_env()`, its output (stdout and stderr) piped as text.
+
+    Ctrl-C reaches it as from a terminal even when these tests run as a background job, whose
+    shell starts them with SIGINT ignored: an ignored signal stays ignored across exec (and Python
+    then never raises KeyboardInterrupt), a handled one is reset to the default."""
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=harness_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
