@@ -466,6 +466,7 @@ class Effects:
     rows: list[Effect] = field(default_factory=list)
     continuous: list[str] = field(default_factory=list)  # float/int ranges: levels never repeat
     unmatched: list[str] = field(default_factory=list)  # no two trials differ only in it
+    follows: dict[str, list[str]] = field(default_factory=dict)  # factor -> `followers`
 
 
 Pair = tuple[list[Trial], list[Trial]]  # (trials at the reference level, trials at the level)
@@ -496,20 +497,25 @@ def matched_pairs(
     only in `factor`, one at the reference level and one at this level, with every other
     sampled parameter equal (absent ones too: a conditional dimension that was not sampled).
     Parameters in `follows` are conditioned on the factor (e.g. a learning rate per method):
-    they go with its level and are left out of the match. Trials of the same configuration
-    (a sampler that repeated one) are replicates of it."""
+    they go with its level and are left out of the match; a level with several of their values
+    (two rates for LoRA) has a configuration per value, each paired with each of the
+    reference's. Trials of the same configuration (a sampler that repeated one) are replicates
+    of it."""
     skip = {factor, *follows}
-    groups: dict[tuple, dict[str, list[Trial]]] = {}
+    groups: dict[tuple, dict[str, dict[tuple, list[Trial]]]] = {}
     for t in trials:
         level = _level_of(t.params.get(factor), levels)
         if level is not None:
             rest = tuple(sorted((k, v) for k, v in t.params.items() if k not in skip))
-            groups.setdefault(rest, {}).setdefault(level, []).append(t)
+            own = tuple(sorted((k, v) for k, v in t.params.items() if k in follows))
+            groups.setdefault(rest, {}).setdefault(level, {}).setdefault(own, []).append(t)
     out: dict[str, list[Pair]] = {}
     for by_level in groups.values():
+        references = list(by_level.get(levels[0], {}).values())
         for level in levels[1:]:
-            if levels[0] in by_level and level in by_level:
-                out.setdefault(level, []).append((by_level[levels[0]], by_level[level]))
+            configs = list(by_level.get(level, {}).values())
+            if references and configs:
+                out.setdefault(level, []).extend((r, c) for c in configs for r in references)
     return {level: out[level] for level in levels[1:] if level in out}
 
 
@@ -530,7 +536,8 @@ def main_effects(study: Study, *, seed: int = 0) -> Effects:
             out.continuous.append(factor)
             continue
         levels = [level_text(v) for v in space.values()]
-        pairs = matched_pairs(done, factor, levels, followers(study.search, factor))
+        out.follows[factor] = followers(study.search, factor)
+        pairs = matched_pairs(done, factor, levels, out.follows[factor])
         if not pairs:
             out.unmatched.append(factor)
             continue

@@ -19,7 +19,6 @@ from harness.analysis import (
     Trial,
     best_trials,
     check_constraints,
-    followers,
     forgetting_by_task,
     load_study,
     main_effects,
@@ -403,7 +402,7 @@ def _effect_blocks(study: Study, effects: Effects) -> list[Block]:
     elif not effects.unmatched and not effects.continuous:
         blocks.append(Para("No headline metric with per-item records to compare yet."))
     for factor in sorted({e.factor for e in effects.rows}):
-        follows = followers(study.search, factor)
+        follows = effects.follows.get(factor)
         if follows:
             blocks.append(
                 Para(

@@ -221,3 +221,10 @@ def test_a_learning_rate_per_method_goes_with_the_method() -> None:
         [(0, 1), (2, 3)]
     ]
     assert matched_pairs(trials, "peft.enabled", ["true", "false"]) == {}  # rates differ
+
+    # Two rates for LoRA: two configurations, not replicates of one; each meets full's.
+    trials += [Trial(4, "COMPLETE", "r4", {**trials[0].params, "train.learning_rate": "0.003"})]
+    pairs = matched_pairs(trials, "peft.enabled", ["true", "false"], follows)
+    assert sorted((a.number, b.number) for p in pairs.values() for (a,), (b,) in p) == [
+        (0, 1), (2, 3), (4, 1)
+    ]  # fmt: skip
