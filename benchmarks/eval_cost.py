@@ -1,7 +1,7 @@
 """Eval cost: wall time of each toy suite, in full, on the toy base model.
 
 Uses the demo-size toy model when it is cached, else the tiny one (built if needed). Each suite
-runs in its own `harness.evaluate.evaluate` call (generation suites batched by
+runs in its own `harness.eval.runner.evaluate` call (generation suites batched by
 `eval.batch_size`), so the per-suite figures include lm-eval's setup for that suite; the model
 is loaded once, before timing. The pruning evaluation is timed too: what the pruner sees
 mid-training (`study._interim_objective`), the default objective `forgetting/delta` on the first
@@ -33,10 +33,10 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     args = parser.parse_args()
 
-    from harness import evaluate as ev
-    from harness.config import EvalConfig
-    from harness.models import load_model, load_tokenizer
-    from harness.toy.build import find_toy_world
+    from harness.config.schema import EvalConfig
+    from harness.eval import runner as ev
+    from harness.models.load import load_model, load_tokenizer
+    from harness.models.toy.build import find_toy_world
 
     size = args.size or ("demo" if find_toy_world("demo") else "tiny")
     name = f"toy:{size}"

@@ -1,8 +1,8 @@
 """Gate calibration: how often the release gate says pass / regression / inconclusive.
 
 A seeded Monte Carlo of paired 0/1 scores (accuracy-like metrics) run through the gate's own
-statistics (Tango's interval and the exact one-sided McNemar test of `harness.stats`) and
-decision rule (`harness.gate.decide`).
+statistics (Tango's interval and the exact one-sided McNemar test of `harness.stats.comparison`) and
+decision rule (`harness.verdicts.gate.decide`).
 
 The model of two runs on the same items: the baseline is right on 70% of items; the candidate
 loses `churn + drop` of all items (right before, wrong now) and gains `churn` (wrong before,
@@ -32,8 +32,8 @@ import math
 
 import numpy as np
 
-from harness.gate import PASS, REGRESSION, decide
-from harness.stats import tango_interval
+from harness.stats.comparison import tango_interval
+from harness.verdicts.gate import PASS, REGRESSION, decide
 
 BASE_ACCURACY = 0.7
 
@@ -54,7 +54,7 @@ def disagreeing_counts(
 def mcnemar_one_sided(b_only: np.ndarray, a_only: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The exact one-sided McNemar p-values of `paired_comparison`, per study: binomial(k, 1/2)
     tails over the k discordant items, one CDF per distinct k (log space, like
-    `harness.stats.binomial_tail_half` beyond its exact range)."""
+    `harness.stats.comparison.binomial_tail_half` beyond its exact range)."""
     k = b_only + a_only
     lower, higher = np.ones(len(k)), np.ones(len(k))
     for total in np.unique(k):
@@ -104,8 +104,8 @@ def pooled_rates(
     `gate.verdict`. Each item is "known" (solved with probability 0.9) for 70% of items, else
     solved with probability 0.15; every run (seed) shifts all its items' probabilities by
     N(0, seed_sd); the candidate's probabilities are lower by `drop` on every item."""
-    from harness.gate import verdict
-    from harness.stats import pooled_comparison
+    from harness.stats.comparison import pooled_comparison
+    from harness.verdicts.gate import verdict
 
     rng = np.random.default_rng(seed)
     counts = {PASS: 0, REGRESSION: 0}

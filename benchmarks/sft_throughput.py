@@ -3,7 +3,7 @@
 Every variant trains the same freshly initialised Llama (built from the toy tokenizer) on the
 same encoded, masked chats (assistant-only labels) for one epoch, full fine-tuning, with the
 same optimiser settings and, on average, the same number of examples per optimizer step:
-  harness          `harness.train.train`: length-grouped batches under a token budget, seeded
+  harness          `harness.sft.train.train`: length-grouped batches under a token budget, seeded
                    order, loss over trained positions in chunks
   trainer          `Trainer`, random order, fixed-size batches padded to the longest row
                    (`DataCollatorForSeq2Seq`), the way most SFT scripts start
@@ -48,10 +48,10 @@ SOURCES = ("qa", "format", "refusal", "benign")
 
 def build_rows(n: int, seed: int, max_length: int) -> list[dict]:
     """`n` encoded conversations of 1-8 toy exchanges each (assistant-only labels)."""
-    from harness.data import Example, load_source
-    from harness.masking import encode_examples
-    from harness.models import load_tokenizer
-    from harness.toy.build import build_toy_world
+    from harness.models.load import load_tokenizer
+    from harness.models.toy.build import build_toy_world
+    from harness.sft.masking import encode_examples
+    from harness.sft.sources import Example, load_source
 
     world = build_toy_world("tiny")
     tokenizer = load_tokenizer("toy:tiny")
@@ -86,7 +86,7 @@ def build_model(hidden: int, layers: int, vocab_size: int, tokenizer):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    from harness.models import device
+    from harness.models.load import device
 
     return LlamaForCausalLM(config).to(device())
 
@@ -94,7 +94,7 @@ def build_model(hidden: int, layers: int, vocab_size: int, tokenizer):
 def experiment(args: argparse.Namespace):
     from pathlib import Path
 
-    from harness.config import validate
+    from harness.config.load import validate
 
     raw = {
         "name": "sft-throughput",
@@ -118,7 +118,7 @@ def run_variant(variant: str, args: argparse.Namespace, rows: list[dict], rows_p
     import torch
 
     torch.set_num_threads(args.threads)
-    from harness.models import load_tokenizer
+    from harness.models.load import load_tokenizer
 
     tokenizer = load_tokenizer("toy:tiny")
     model = build_model(args.hidden, args.layers, len(tokenizer), tokenizer)
@@ -128,7 +128,7 @@ def run_variant(variant: str, args: argparse.Namespace, rows: list[dict], rows_p
         torch.cuda.reset_peak_memory_stats()
     cpu_start = time.process_time()
     if variant == "harness":
-        from harness.train import PreparedData, train
+        from harness.sft.train import PreparedData, train
 
         result = train(exp, model, tokenizer, PreparedData(rows, {}), verbose=False)
         real, seconds, padding = result.train_tokens, result.seconds, result.padding_fraction
@@ -168,7 +168,7 @@ def _trainer_variant(variant: str, exp, model, tokenizer, rows: list[dict], batc
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
-    from harness.models import device, train_dtype
+    from harness.models.load import device, train_dtype
 
     counts = {"real": 0, "padded": 0}
 
@@ -298,7 +298,7 @@ def main() -> None:
         if skipped:
             print(f"TRL is not installed: skipping {', '.join(skipped)}")
 
-    from harness.batching import plan_grouped, plan_stats
+    from harness.sft.batching import plan_grouped, plan_stats
 
     rows = build_rows(args.examples, args.seed, args.max_length)
     lengths = [len(r["input_ids"]) for r in rows]

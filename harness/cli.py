@@ -9,16 +9,22 @@ import argparse
 import os
 import sys
 import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from harness.errors import HarnessError
-from harness.redact import redact
+from harness.util.errors import HarnessError
+from harness.util.redact import redact
+
+if TYPE_CHECKING:
+    from harness.config.schema import Experiment
+    from harness.study.table import StudyOutcome
 
 EXIT_OK, EXIT_FINDING, EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def _judge_check(args: argparse.Namespace) -> int:
-    from harness.judges import check, load_judge, save_accuracy
-    from harness.suites import load_suite
+    from harness.eval.judges import check, load_judge, save_accuracy
+    from harness.eval.suites import load_suite
 
     suite = load_suite(args.suite, args.suite_dir)
     if suite.judge is None:
@@ -31,7 +37,7 @@ def _judge_check(args: argparse.Namespace) -> int:
 
 
 def _toy_build(args: argparse.Namespace) -> int:
-    from harness.toy.build import build_toy_world, summary
+    from harness.models.toy.build import build_toy_world, summary
 
     world = build_toy_world(size=args.size, out=args.out, force=args.force, verbose=False)
     print(summary(world))
@@ -39,8 +45,8 @@ def _toy_build(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from harness.config import load_experiment
-    from harness.train import train_and_save
+    from harness.config.load import load_experiment
+    from harness.sft.train import train_and_save
 
     exp = load_experiment(args.experiment, args.overrides)
     result, weights = train_and_save(exp, args.out)
@@ -77,12 +83,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from harness.config import load_experiment
-    from harness.study import print_table, run_study, write_report
+    from harness.config.load import load_experiment
+    from harness.study.run import run_study
+    from harness.study.table import print_table
 
     exp = load_experiment(args.experiment, args.overrides)
     if args.dry_run:
-        from harness.dry_run import dry_run
+        from harness.preflight.dry_run import dry_run
 
         planned = dry_run(exp)
         print("\n".join(planned.lines()))
@@ -90,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.devices:
         import torch
 
-        from harness.launch import launch_workers, parse_devices
+        from harness.study.launch import launch_workers, parse_devices
 
         devices = parse_devices(args.devices, torch.cuda.device_count())
         worker_args = ["run", args.experiment, *(f"--set={o}" for o in args.overrides)]
@@ -100,7 +107,7 @@ def _run(args: argparse.Namespace) -> int:
             worker_args.append(f"--storage={args.storage}")
         return launch_workers(worker_args, devices)
     outcome = run_study(exp, n_trials=args.n_trials, storage=args.storage)
-    outcome.report_dir = write_report(outcome, exp)
+    outcome.report_dir = _write_report(outcome, exp)
     print_table(outcome, exp)
     complete = [t for t in outcome.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     return EXIT_OK if complete else EXIT_FINDING
@@ -109,8 +116,9 @@ def _run(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import time
 
-    from harness.config import EvalConfig
-    from harness.evaluate import evaluate_model, format_summary
+    from harness.config.schema import EvalConfig
+    from harness.eval.runner import evaluate_model
+    from harness.eval.summaries import format_summary
 
     suites = [s.strip() for s in args.suites.split(",") if s.strip()]
     if args.limit is not None and args.limit < 1:
@@ -134,7 +142,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from harness.report import write_study_report
+    from harness.verdicts.report import write_study_report
 
     md, html = write_study_report(args.study, args.tracking_uri, args.out)
     print(f"wrote {md} and {html}")
@@ -142,7 +150,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from harness.gate import evaluate_models, gate, load_thresholds
+    from harness.verdicts.gate import evaluate_models, gate, load_thresholds
 
     sides = {}
     for role in ("baseline", "candidate"):
@@ -177,7 +185,7 @@ def _gate(args: argparse.Namespace) -> int:
 def _data_lint(args: argparse.Namespace) -> int:
     import json
 
-    from harness.lint import lint_files
+    from harness.preflight.lint import lint_files
 
     suites = None
     if args.suites is not None:
@@ -205,18 +213,69 @@ def _add_set_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+EXIT_CODES = """exit codes (every verb):
+  0    success
+  1    a finding: the gate found a regression (or inconclusive with --strict), data lint found
+       problems, a study finished with no complete trial, a training run diverged
+  2    bad input: one line per problem, naming the file, line or field
+  3    internal error (a bug): one line; --debug shows the traceback
+  130  interrupted (Ctrl-C)"""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default where it has one (and its help does not already say it);
+    keeps the exit-code table's line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return f"{text} (default: {default})"
+
+
+def _subparsers(parser: argparse.ArgumentParser, dest: str, metavar: str) -> Any:
+    """Sub-verbs whose own --help shows defaults and the exit codes."""
+    subs = parser.add_subparsers(dest=dest, metavar=metavar, required=True)
+    add = subs.add_parser
+
+    def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs.setdefault("description", kwargs.get("help"))
+        return add(name, formatter_class=_HelpFormatter, epilog=EXIT_CODES, **kwargs)
+
+    subs.add_parser = add_parser
+    return subs
+
+
+def _add_dataset_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dataset",
+        choices=["auto", "toy", "english"],
+        default="auto",
+        help="which data set of each suite: the toy world's (toy), the real English rows "
+        "(english), or auto: toy for toy models, english otherwise",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harness",
         description="Evaluation-first SFT: masked fine-tuning judged by behavioural eval suites.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    verbs = _subparsers(parser, "verb", "VERB")
 
     p = verbs.add_parser("run", help="run an Optuna study of an experiment file")
-    p.add_argument("experiment")
-    p.add_argument("--n-trials", type=int)
-    p.add_argument("--storage")
+    p.add_argument("experiment", help="experiment YAML file")
+    p.add_argument(
+        "--n-trials", type=int, help="trials to run now (default: the experiment's n_trials)"
+    )
+    p.add_argument(
+        "--storage",
+        help="Optuna storage URL, shared by workers (default: optuna.db beside mlflow.db)",
+    )
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -229,14 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_run)
 
     p = verbs.add_parser("train", help="train one configuration of an experiment (no search)")
-    p.add_argument("experiment")
+    p.add_argument("experiment", help="experiment YAML file")
     p.add_argument("--out", help="output folder (default: runs/<name>/train-<timestamp>)")
     _add_set_option(p)
     p.set_defaults(func=_train)
 
     p = verbs.add_parser("eval", help="evaluate a model on behavioural suites")
-    p.add_argument("--model", default="toy")
-    p.add_argument("--adapter")
+    p.add_argument(
+        "--model", default="toy", help="toy, toy:tiny, a model folder, or a hub name in the cache"
+    )
+    p.add_argument("--adapter", help="a LoRA adapter folder to apply to --model")
     p.add_argument("--suites", default="forgetting,refusal,format", help="comma-separated")
     p.add_argument("--limit", type=int, help="first N items per task")
     p.add_argument(
@@ -245,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="generation budget of every generating task (default: each task's max_gen_toks)",
     )
     p.add_argument("--out", help="folder for records + summary.json (default runs/eval-<time>)")
-    p.add_argument("--dataset", choices=["auto", "toy", "english"], default="auto")
+    _add_dataset_option(p)
     p.add_argument("--base", help="base model for forgetting deltas (default: --model)")
     p.add_argument("--suite-dir", action="append", default=[], help="extra suite folder(s)")
     p.set_defaults(func=_eval)
@@ -266,28 +327,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline-model", help="model folder to evaluate (base cache applies)")
     p.add_argument("--candidate-model", help="model folder to evaluate and gate")
     p.add_argument("--suites", default="forgetting,refusal,format", help="with --*-model")
-    p.add_argument("--dataset", choices=["auto", "toy", "english"], default="auto")
+    _add_dataset_option(p)
     p.add_argument("--limit", type=int, help="with --*-model: items per task")
     p.add_argument("--suite-dir", action="append", default=[], help="extra suite folder(s)")
     p.add_argument("--thresholds", help="YAML: metric -> allowed change, or an experiment file")
     p.add_argument("--out", help="output folder (default: reports/gate-<baseline8>-<candidate8>)")
-    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow tracking URI")
     p.add_argument("--strict", action="store_true", help="exit 1 on an inconclusive verdict too")
     p.set_defaults(func=_gate)
 
     p = verbs.add_parser("data", help="data tools")
-    data_verbs = p.add_subparsers(dest="data_verb", metavar="ACTION", required=True)
+    data_verbs = _subparsers(p, "data_verb", "ACTION")
     q = data_verbs.add_parser("lint", help="lint SFT data files")
-    q.add_argument("files", nargs="+")
+    q.add_argument("files", nargs="+", help="JSONL chat files ({messages: [...]} per line)")
     q.add_argument(
         "--suites",
         help="comma-separated suites to check contamination against (default: all; none)",
     )
-    q.add_argument("--dataset", choices=["auto", "toy", "english"], default="auto")
+    _add_dataset_option(q)
     q.add_argument(
         "--format",
         choices=["auto", "messages", "prompt_completion", "alpaca", "text"],
         default="auto",
+        help="row format of the files; auto detects it from the first row",
     )
     q.add_argument("--model", help="count tokens with this model's tokenizer (default: words)")
     q.add_argument("--suite-dir", action="append", default=[], help="extra suite folder(s)")
@@ -295,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_data_lint)
 
     p = verbs.add_parser("judge", help="refusal judges")
-    judge_verbs = p.add_subparsers(dest="judge_verb", metavar="ACTION", required=True)
+    judge_verbs = _subparsers(p, "judge_verb", "ACTION")
     q = judge_verbs.add_parser("check", help="measure a suite's judge on human-labelled replies")
     q.add_argument("suite", help="the suite whose judge to check, e.g. refusal")
     q.add_argument("file", help="JSONL: reply (or text), label or refusal; optional prompt, model")
@@ -304,9 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_judge_check)
 
     p = verbs.add_parser("toy", help="the offline toy world (tiny base model + data)")
-    toy_verbs = p.add_subparsers(dest="toy_verb", metavar="ACTION", required=True)
+    toy_verbs = _subparsers(p, "toy_verb", "ACTION")
     q = toy_verbs.add_parser("build", help="build (or find cached) the toy world")
-    q.add_argument("--size", choices=["tiny", "demo"], default="demo")
+    q.add_argument(
+        "--size", choices=["tiny", "demo"], default="demo", help="tiny: for tests; demo: the demo's"
+    )
     q.add_argument("--out", help="directory to write to (default: the cache)")
     q.add_argument("--force", action="store_true", help="rebuild even if cached")
     q.set_defaults(func=_toy_build)
@@ -340,3 +404,15 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _write_report(outcome: StudyOutcome, exp: Experiment) -> Path | None:
+    """The study report under `reports/<name>/`, also attached to the parent run."""
+    from harness.study import tracking
+    from harness.verdicts.report import write_study_report
+
+    out = Path("reports") / exp.name
+    md, html = write_study_report(exp.name, outcome.tracking_uri, out)
+    for path in (md, html, out / "effects.json"):
+        tracking.client().log_artifact(outcome.parent_run_id, str(path), "report")
+    return out

@@ -19,6 +19,6 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def toy_tiny():
     """The tiny toy world (0.16M-parameter Llama + data), built once per cache."""
-    from harness.toy.build import build_toy_world
+    from harness.models.toy.build import build_toy_world
 
     return build_toy_world("tiny")

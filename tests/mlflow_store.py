@@ -1,4 +1,4 @@
-"""Builders for a real MLflow sqlite store in the layout harness.tracking writes (parent study
+"""Builders for a real MLflow sqlite store in the layout harness.study.tracking writes (parent study
 run, nested trial runs, per-sample record artifacts), so report and gate tests read MLflow the
 way they do in production, with synthetic but realistic per-sample records."""
 
@@ -111,7 +111,7 @@ def make_run(client: Any, experiment_id: str, records: dict | None = None, **tag
 
 def _summary(records: dict[str, list[dict]]) -> dict[str, float]:
     """The eval summary metrics a trial logs, computed from its records."""
-    from harness.stats import paired_comparison, wilson_interval
+    from harness.stats.comparison import paired_comparison, wilson_interval
 
     m: dict[str, float] = {}
     f = records["forgetting"]

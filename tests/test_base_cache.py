@@ -11,11 +11,12 @@ import shutil
 import pytest
 import torch
 
-import harness.models
-from harness import evaluate as ev
-from harness.config import EvalConfig, StandardTask
-from harness.models import load_tokenizer, resolve_model_path
-from harness.suites import EVALS_DIR, load_suite
+import harness.models.load
+from harness.config.schema import EvalConfig, StandardTask
+from harness.eval import base_cache
+from harness.eval import runner as ev
+from harness.eval.suites import EVALS_DIR, load_suite
+from harness.models.load import load_tokenizer, resolve_model_path
 
 CFG = EvalConfig(batch_size=8, max_new_tokens=48)  # the toy format suite needs up to 48
 
@@ -23,8 +24,8 @@ CFG = EvalConfig(batch_size=8, max_new_tokens=48)  # the toy format suite needs 
 def key(suite="refusal", cfg=CFG, *, model="toy:tiny", tokenizer=None, extra=(), limit=5):
     tok = tokenizer or load_tokenizer("toy:tiny")
     s = load_suite(suite, list(extra))
-    context = ev._base_context(model, tok)
-    return ev.cache_key(ev.model_fingerprint(model), s, cfg, "toy", limit, context)
+    context = base_cache._base_context(model, tok)
+    return base_cache.cache_key(base_cache.model_fingerprint(model), s, cfg, "toy", limit, context)
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +58,11 @@ def test_dtype_stop_strings_and_chat_template_change_the_key(base_key, tmp_path,
     shutil.copytree(resolve_model_path("toy:tiny"), model_dir)
     other = next(i for t, i in tok.get_vocab().items() if t == "<|user|>")
     (model_dir / "generation_config.json").write_text(json.dumps({"eos_token_id": [other]}))
-    moved = ev._base_context(str(model_dir), tok)
+    moved = base_cache._base_context(str(model_dir), tok)
     assert "<|user|>" in moved["stop"]
-    assert moved["stop"] != ev._base_context("toy:tiny", tok)["stop"]
+    assert moved["stop"] != base_cache._base_context("toy:tiny", tok)["stop"]
 
-    monkeypatch.setattr(harness.models, "train_dtype", lambda precision="auto": torch.bfloat16)
+    monkeypatch.setattr(harness.models.load, "train_dtype", lambda precision="auto": torch.bfloat16)
     assert key() != base_key
 
 
@@ -82,7 +83,7 @@ def test_suite_files_judge_data_and_hook_modules_change_the_key(base_key, tmp_pa
     mine = suites / "mine"
     shutil.copytree(EVALS_DIR / "target", mine)
     task = mine / "target.yaml"
-    task.write_text(task.read_text().replace("harness.evaluate.score_target", "h12e_hooks.score"))
+    task.write_text(task.read_text().replace("harness.eval.hooks.score_target", "h12e_hooks.score"))
     (mine / "suite.yaml").write_text((mine / "suite.yaml").read_text().replace("target", "mine", 1))
     before = key("mine", extra=[suites])
     (lib / "h12e_hooks.py").write_text("def score(doc, results):\n    return {'ok': 0.0}\n")
@@ -101,9 +102,9 @@ def test_a_real_round_trip_hits_then_misses_on_batch_size(toy_tiny, tmp_path, mo
     real_path = ev._cache_path
     monkeypatch.setattr(ev, "_cache_path", lambda *a: tmp_path / real_path(*a).name)
     loads = []
-    real_load = harness.models.load_model
+    real_load = harness.models.load.load_model
     monkeypatch.setattr(
-        harness.models, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k)
+        harness.models.load, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k)
     )
 
     first = ev.evaluate_base("toy:tiny", ["format"], CFG, "toy", limit=3)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from harness.batching import (
+from harness.sft.batching import (
     IGNORE_INDEX,
     PaddedCollator,
     TokenBudgetBatchSampler,
@@ -19,7 +19,7 @@ from harness.batching import (
     plan_packed,
     plan_stats,
 )
-from harness.errors import HarnessError
+from harness.util.errors import HarnessError
 
 VOCAB = 64
 

@@ -6,8 +6,9 @@ import textwrap
 
 import pytest
 
-from harness.config import Constraint, load_experiment, resolve_tracking_uri, with_params
-from harness.errors import HarnessError
+from harness.config.load import load_experiment, resolve_tracking_uri, with_params
+from harness.config.schema import Constraint
+from harness.util.errors import HarnessError
 
 BASE = """
 name: t

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness.data import Example, build_mix, load_source
-from harness.errors import HarnessError
+from harness.sft.sources import Example, build_mix, load_source
+from harness.util.errors import HarnessError
 
 CHAT = {
     "messages": [

@@ -5,7 +5,7 @@ study whole: every grid point COMPLETE exactly once, every other trial failed *a
 
 Kills that no outside observer could time (between claiming a trial and its first heartbeat,
 between MLflow's COMPLETE and Optuna's record) use the `HARNESS_TEST_KILL_AT` hook of
-`harness.study._drill`."""
+`harness.study.run._drill`."""
 
 from __future__ import annotations
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import datasets
 import pytest
 
-from harness import launch
 from harness.cli import main
-from harness.errors import HarnessError
+from harness.study import launch
+from harness.util.errors import HarnessError
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.ifeval import instruction_ids
-from harness.scorers import FORMAT_TYPES, check_all, is_refusal, required_tokens, validate_spec
+from harness.eval.ifeval import instruction_ids
+from harness.eval.scorers import FORMAT_TYPES, check_all, is_refusal, required_tokens, validate_spec
 
 EVALS = Path(__file__).resolve().parent.parent / "evals"
 

@@ -11,12 +11,13 @@ import re
 import pytest
 import torch
 
-from harness import evaluate as ev
-from harness.config import EvalConfig
-from harness.errors import HarnessError
-from harness.scorers import check_all, is_refusal
-from harness.suites import load_suite, metric_name, select_docs
-from harness.toy.world import REFUSAL_REPLY
+from harness.config.schema import EvalConfig
+from harness.eval import runner as ev
+from harness.eval import summaries
+from harness.eval.scorers import check_all, is_refusal
+from harness.eval.suites import load_suite, metric_name, select_docs
+from harness.models.toy.world import REFUSAL_REPLY
+from harness.util.errors import HarnessError
 
 pytestmark = pytest.mark.slow
 CFG = EvalConfig(batch_size=32, max_new_tokens=48)
@@ -26,7 +27,7 @@ MLFLOW_SAFE = re.compile(r"^[A-Za-z0-9_\-. /]+$")
 @pytest.fixture(scope="module")
 def tiny(toy_tiny):
     """Loaded as the base cache loads it (same device and dtype), so base-vs-itself is exact."""
-    from harness.models import load_model, load_tokenizer
+    from harness.models.load import load_model, load_tokenizer
 
     return load_model("toy:tiny"), load_tokenizer("toy:tiny")
 
@@ -131,9 +132,9 @@ def test_base_cache_is_hit_without_model_calls(monkeypatch, tmp_path):
     real_path = ev._cache_path
     monkeypatch.setattr(ev, "_cache_path", lambda *a: tmp_path / real_path(*a).name)
     calls = {"load": 0, "run": 0}
-    import harness.models
+    import harness.models.load
 
-    real_load, real_run = harness.models.load_model, ev._evaluate_records
+    real_load, real_run = harness.models.load.load_model, ev._evaluate_records
 
     def counting_load(*a, **k):
         calls["load"] += 1
@@ -143,7 +144,7 @@ def test_base_cache_is_hit_without_model_calls(monkeypatch, tmp_path):
         calls["run"] += 1
         return real_run(*a, **k)
 
-    monkeypatch.setattr(harness.models, "load_model", counting_load)
+    monkeypatch.setattr(harness.models.load, "load_model", counting_load)
     monkeypatch.setattr(ev, "_evaluate_records", counting_run)
 
     first = ev.evaluate_base("toy:tiny", ["forgetting", "format"], CFG, "toy", limit=5)
@@ -217,7 +218,7 @@ def test_forgetting_delta_is_zero_for_the_base_and_negative_when_weights_are_dam
 def test_unmerged_peft_model_is_evaluated_in_memory(tiny):
     from peft import LoraConfig, get_peft_model
 
-    from harness.models import load_model
+    from harness.models.load import load_model
 
     base_model = load_model("toy:tiny")
     peft_model = get_peft_model(base_model, LoraConfig(r=4, target_modules="all-linear"))
@@ -239,7 +240,7 @@ def test_open_suite_from_an_extra_folder(tiny, tmp_path):
         {"id": f"q{i}", "prompt": "What is the capital of Drouken?", "gold": "a"} for i in range(3)
     ]
     (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    task = load_suite("target").task_files[0].read_text()  # reuses harness.evaluate.score_target
+    task = load_suite("target").task_files[0].read_text()  # reuses harness.eval.hooks.score_target
     (folder / "capitals.yaml").write_text(task.replace("task: target", "task: capitals"))
     (folder / "suite.yaml").write_text(
         "name: capitals\ntasks: [capitals.yaml]\ndata: {english: data.jsonl}\n"
@@ -308,18 +309,18 @@ def test_summarize_pairs_items_with_the_base():
     suite = load_suite("forgetting")
     base = [_rec("a", i, 1.0) for i in range(10)] + [_rec("b", i, 1.0) for i in range(10)]
     cand = [_rec("a", i, float(i >= 4)) for i in range(10)] + [_rec("b", i, 1.0) for i in range(10)]
-    s = ev.summarize(suite, cand, base)
+    s = summaries.summarize(suite, cand, base)
     assert s["forgetting/a/acc"] == 0.6 and s["forgetting/a/base_acc"] == 1.0
     assert s["forgetting/a/delta"] == pytest.approx(-0.4) and s["forgetting/b/delta"] == 0.0
     assert s["forgetting/delta"] == pytest.approx(-0.2)
     assert s["forgetting/delta_low"] < -0.05 and s["forgetting/delta_high"] <= 0.0
     assert s["forgetting/mcnemar_p"] == pytest.approx(0.125)  # 4 discordant pairs, all one way
-    assert "forgetting/base_acc" in ev.summarize(suite, cand, base)
-    assert "forgetting/delta" not in ev.summarize(suite, cand)  # no base: no comparison
+    assert "forgetting/base_acc" in summaries.summarize(suite, cand, base)
+    assert "forgetting/delta" not in summaries.summarize(suite, cand)  # no base: no comparison
 
     changed = [dict(r, doc_hash="other") for r in base]
     with pytest.raises(HarnessError, match="differs between base and candidate"):
-        ev.summarize(suite, cand, changed)
+        summaries.summarize(suite, cand, changed)
 
 
 def test_select_docs_interleaves_labels_and_splits_tasks():
@@ -357,5 +358,7 @@ def test_suite_validation_and_names(tmp_path):
     with pytest.raises(HarnessError, match="unknown eval suite 'zzz'; known suites: .*refusal"):
         load_suite("zzz")
     assert metric_name("forgetting", "arc,easy (v2)", "acc") == "forgetting/arc_easy _v2_/acc"
-    table = ev.format_summary({"a/rate": 0.5, "a/rate_low": 0.25, "a/rate_high": 0.75, "b": 1.0})
+    table = summaries.format_summary(
+        {"a/rate": 0.5, "a/rate_low": 0.25, "a/rate_high": 0.75, "b": 1.0}
+    )
     assert "[+0.250, +0.750]" in table and "rate_low" not in table

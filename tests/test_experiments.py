@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import grid_points, load_experiment
-from harness.study import objectives_of
+from harness.config.load import load_experiment
+from harness.config.search import grid_points
+from harness.study.sampling import objectives_of
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
 

@@ -8,9 +8,10 @@ import json
 import pytest
 from test_evaluate import CFG, forced_reply_model
 
-from harness import evaluate as ev
-from harness.scorers import check_all
-from harness.suites import load_suite
+from harness.eval import runner as ev
+from harness.eval import summaries
+from harness.eval.scorers import check_all
+from harness.eval.suites import load_suite
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +22,7 @@ def _rows(world, name):
 
 @pytest.fixture(scope="module")
 def tokenizer(toy_tiny):
-    from harness.models import load_tokenizer
+    from harness.models.load import load_tokenizer
 
     return load_tokenizer("toy:tiny")
 
@@ -32,7 +33,7 @@ def test_agreement_is_the_share_of_groups_answered_alike():
                 "scores": {"answer": answer, "correct": float(answer == 1)}}  # fmt: skip
 
     records = [rec("a", 0, 1), rec("a", 1, 1), rec("a", 2, 1), rec("b", 3, 1), rec("b", 4, 2)]
-    summary = ev.summarize(load_suite("consistency"), records)
+    summary = summaries.summarize(load_suite("consistency"), records)
     assert summary["consistency/agreement"] == 0.5  # fact a agrees, fact b does not
     assert summary["consistency/accuracy"] == pytest.approx(4 / 5)
 

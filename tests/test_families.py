@@ -17,11 +17,11 @@ import pytest
 import torch
 from realworld import REALWORLD, needs_realworld
 
-from harness.config import validate
-from harness.errors import HarnessError
-from harness.evaluate import stop_strings
-from harness.masking import CHAT_ADDS_SPECIAL_TOKENS, IGNORE_INDEX, encode_messages
-from harness.train import prepare_data, train
+from harness.config.load import validate
+from harness.eval.lm_tasks import stop_strings
+from harness.sft.masking import CHAT_ADDS_SPECIAL_TOKENS, IGNORE_INDEX, encode_messages
+from harness.sft.train import prepare_data, train
+from harness.util.errors import HarnessError
 
 pytestmark = [pytest.mark.slow, needs_realworld]
 
@@ -239,7 +239,7 @@ def training_prefix(tokenizer, chat: list[dict]) -> list[int]:
 def hflm_generate(
     model, tokenizer, chats: list[list[dict]], add_bos_token=CHAT_ADDS_SPECIAL_TOKENS
 ):
-    """Greedy replies through lm-eval's HFLM as harness.evaluate sets it up for chat suites,
+    """Greedy replies through lm-eval's HFLM as harness.eval.runner sets it up for chat suites,
     and the prompt ids it fed the model (one request per batch, so no padding)."""
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
@@ -328,10 +328,10 @@ def test_every_shared_tokenizer_and_template_is_covered():
 
 @pytest.mark.parametrize("name", ["qwen2.5", "mistral-v0.3"])
 def test_the_harness_chat_suites_run_on_real_templates(name):
-    """`harness.evaluate.evaluate` end to end (chat template, stop strings, BOS rule, scoring)
+    """`harness.eval.runner.evaluate` end to end (chat template, stop strings, BOS rule, scoring)
     on the English format and refusal suites, two items each."""
-    from harness.config import EvalConfig
-    from harness.evaluate import evaluate
+    from harness.config.schema import EvalConfig
+    from harness.eval.runner import evaluate
 
     family = next(f for f in FAMILIES if f.name == name)
     tok = tokenizer_for(family)

@@ -9,9 +9,9 @@ import pytest
 from mlflow_store import flip_harmful_refusals, make_experiment, make_records, make_run, new_store
 
 from harness.cli import main
-from harness.errors import HarnessError
-from harness.gate import gate, load_thresholds
-from harness.stats import paired_comparison
+from harness.stats.comparison import paired_comparison
+from harness.util.errors import HarnessError
+from harness.verdicts.gate import gate, load_thresholds
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +164,7 @@ def test_several_runs_per_side_are_pooled(runs: dict, tmp_path: Path) -> None:
 
 
 def _folder(path: Path, records: dict) -> str:
-    from harness.evaluate import EvalResult, item_hash
+    from harness.eval.runner import EvalResult, item_hash
 
     rows = json.loads(json.dumps(records))
     for suite_rows in rows.values():

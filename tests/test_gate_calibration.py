@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.gate import verdict
-from harness.stats import paired_comparison
+from harness.stats.comparison import paired_comparison
+from harness.verdicts.gate import verdict
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "gate_calibration.py"
 _SPEC = importlib.util.spec_from_file_location("gate_calibration", _PATH)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import EvalConfig
-from harness.errors import HarnessError
-from harness.scorers import TOKENS_PER_WORD, required_tokens
-from harness.suites import load_suite, task_configs
+from harness.config.schema import EvalConfig
+from harness.eval.scorers import TOKENS_PER_WORD, required_tokens
+from harness.eval.suites import load_suite, task_configs
+from harness.util.errors import HarnessError
 
 
 def _budgets(suite: str, dataset: str, override: int | None) -> list[int]:
@@ -96,8 +96,8 @@ def test_tokens_per_word_rule_matches_real_tokenizers() -> None:
     """The budget rule's 1.4 tokens per word, against real tokenizers on our English items."""
     from tokenizers import Tokenizer
 
-    from harness.files import read_jsonl
-    from harness.scorers import count_words
+    from harness.eval.scorers import count_words
+    from harness.util.files import read_jsonl
 
     evals = Path(__file__).resolve().parents[1] / "evals"
     texts = [r["prompt"] for r in read_jsonl(evals / "format" / "english.jsonl")]

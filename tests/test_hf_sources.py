@@ -9,9 +9,9 @@ import json
 import datasets
 import pytest
 
-from harness.config import resolve_data_path, validate
-from harness.data import load_source
-from harness.errors import HarnessError
+from harness.config.load import validate
+from harness.sft.sources import load_source, resolve_data_path
+from harness.util.errors import HarnessError
 
 CHATS = [
     {

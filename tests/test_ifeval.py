@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import HarnessError
-from harness.ifeval import instruction_ids
-from harness.scorers import check_all, check_format, loose_variants, validate_spec
+from harness.eval.ifeval import instruction_ids
+from harness.eval.scorers import check_all, check_format, loose_variants, validate_spec
+from harness.util.errors import HarnessError
 
 IFEVAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "ifeval"
 REFERENCE = IFEVAL_DIR / "reference_verdicts_gpt4.jsonl"
@@ -131,7 +131,7 @@ def test_punkt_data_is_written_where_nltk_finds_it(tmp_path, monkeypatch) -> Non
     from nltk.tokenize import PunktTokenizer
     from punkt.data import load_module
 
-    from harness.ifeval import _install_punkt
+    from harness.eval.ifeval import _install_punkt
 
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
     monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "elsewhere")])
@@ -158,12 +158,12 @@ SUITE = Path(__file__).resolve().parents[1] / "evals" / "format" / "ifeval" / "s
 def test_lm_eval_ifeval_task_runs_as_the_format_suite_on_local_rows(toy_tiny, tmp_path) -> None:
     """lm-eval's own ifeval task YAML and scoring, offline, on a few IFEval rows: the opt-in
     suite folder replaces `format`, so its metrics are format/..."""
-    from harness.config import EvalConfig
-    from harness.evaluate import evaluate
-    from harness.files import read_jsonl
-    from harness.ifeval import row_specs
-    from harness.models import load_model, load_tokenizer
-    from harness.scorers import required_tokens
+    from harness.config.schema import EvalConfig
+    from harness.eval.ifeval import row_specs
+    from harness.eval.runner import evaluate
+    from harness.eval.scorers import required_tokens
+    from harness.models.load import load_model, load_tokenizer
+    from harness.util.files import read_jsonl
 
     rows = [r for r in read_jsonl(INPUT) if required_tokens(row_specs(r)) <= 24][:4]
     folder = tmp_path / "ifeval"
@@ -201,8 +201,9 @@ def test_a_list_valued_score_cannot_be_summarised() -> None:
     refused as a summary metric's score (a mean of lists is no accuracy)."""
     import dataclasses
 
-    from harness.evaluate import summarize
-    from harness.suites import MetricSpec, load_suite
+    from harness.config.suite import MetricSpec
+    from harness.eval.suites import load_suite
+    from harness.eval.summaries import summarize
 
     metric = MetricSpec(name="inst_rate", score="inst_level_strict_acc")
     suite = dataclasses.replace(load_suite("format"), metrics=(metric,))

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.errors import HarnessError
-from harness.judges import (
+from harness.eval.judges import (
     ChatJudge,
     HFClassifierJudge,
     JudgeSpec,
@@ -20,8 +19,9 @@ from harness.judges import (
     load_judge,
     read_labelled,
 )
-from harness.refusal import COMPLIANCE, FULL_REFUSAL, LABELS, PARTIAL_REFUSAL, REPLIES_PATH
-from harness.suites import EVALS_DIR, load_suite
+from harness.eval.refusal import COMPLIANCE, FULL_REFUSAL, LABELS, PARTIAL_REFUSAL, REPLIES_PATH
+from harness.eval.suites import EVALS_DIR, load_suite
+from harness.util.errors import HarnessError
 
 XSTEST = Path(__file__).resolve().parents[1].parent / "shared" / "xstest" / "labelled_replies.jsonl"
 
@@ -259,9 +259,9 @@ def test_a_suite_model_judge_rescores_every_reply(tiny_classifier, tmp_path) -> 
     """A suite declaring a model judge: lm-eval generates, the judge labels all replies in
     batches, the suite's hook rescores them; the run names the judge and claims no accuracy it
     never measured."""
-    from harness import evaluate as ev
-    from harness.config import EvalConfig
-    from harness.models import load_model, load_tokenizer
+    from harness.config.schema import EvalConfig
+    from harness.eval import runner as ev
+    from harness.models.load import load_model, load_tokenizer
 
     folder = _suite_with_judge(
         tmp_path,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import EXIT_ERROR, EXIT_FINDING, EXIT_OK, main
-from harness.lint import lint_experiment, lint_files, truncation
+from harness.preflight.lint import lint_experiment, lint_files, truncation
 
 LONG = (
     "The river runs past the old mill and through the valley where farmers grow wheat, "
@@ -110,7 +110,8 @@ def test_truncation(reply, why):
 
 
 def test_contamination_flags_a_paraphrased_leak_not_the_template(tmp_path):
-    from harness.suites import load_suite, read_jsonl
+    from harness.eval.suites import load_suite
+    from harness.util.files import read_jsonl
 
     items = read_jsonl(load_suite("refusal").data_path("english"))
     item = max(items, key=lambda r: len(r["prompt"].split()))
@@ -150,7 +151,7 @@ def test_cli_exit_codes_and_json(tmp_path, capsys):
 
 
 def test_lint_experiment_uses_the_experiments_sources_and_suites(tmp_path, toy_tiny):
-    from harness.config import load_experiment
+    from harness.config.load import load_experiment
 
     write(tmp_path / "mine.jsonl", [chat("a?", "b."), chat("a?", "c.")])
     (tmp_path / "exp.yaml").write_text(

@@ -12,10 +12,11 @@ import pytest
 import torch
 from realworld import REALWORLD, needs_realworld
 
-from harness import evaluate as ev
-from harness.config import EvalConfig, StandardTask, load_experiment
-from harness.errors import HarnessError
-from harness.lm_tasks import task_config
+from harness.config.load import load_experiment
+from harness.config.schema import EvalConfig, StandardTask
+from harness.eval import runner as ev
+from harness.eval.lm_tasks import task_config
+from harness.util.errors import HarnessError
 
 pytestmark = pytest.mark.slow
 DATASETS = REALWORLD / "datasets"
@@ -37,7 +38,7 @@ def _entries() -> list[StandardTask]:
 
 @pytest.fixture(scope="module")
 def tiny_model(toy_tiny):
-    from harness.models import load_model, load_tokenizer
+    from harness.models.load import load_model, load_tokenizer
 
     return load_model("toy:tiny"), load_tokenizer("toy:tiny")
 

@@ -8,11 +8,11 @@ import torch
 from peft import LoraConfig, get_peft_model
 from test_train import write_exp
 
-from harness.batching import make_dataloader
-from harness.config import load_experiment
-from harness.loss import HIDDEN_STATE_INPUTS, ChunkedLoss, chunked_loss_for, token_mean_loss
-from harness.models import load_model, load_tokenizer
-from harness.train import prepare_data, train
+from harness.config.load import load_experiment
+from harness.models.load import load_model, load_tokenizer
+from harness.sft.batching import make_dataloader
+from harness.sft.loss import HIDDEN_STATE_INPUTS, ChunkedLoss, chunked_loss_for, token_mean_loss
+from harness.sft.train import prepare_data, train
 
 pytestmark = pytest.mark.slow
 

@@ -17,15 +17,15 @@ from helpers_tokenizers import (
 )
 from tokenizers import processors
 
-from harness.data import Example
-from harness.errors import HarnessError
-from harness.masking import (
+from harness.sft.masking import (
     IGNORE_INDEX,
     check_stop_token,
     encode_examples,
     encode_messages,
     encode_text,
 )
+from harness.sft.sources import Example
+from harness.util.errors import HarnessError
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
 CONVERSATION = [

@@ -13,9 +13,9 @@ import pytest
 from helpers_tokenizers import CHATML, QWEN3_LIKE, make_tokenizer, template_tokenizer
 from test_masking import trained_runs
 
-from harness.data import Example
-from harness.errors import HarnessError
-from harness.masking import encode_examples, encode_messages
+from harness.sft.masking import encode_examples, encode_messages
+from harness.sft.sources import Example
+from harness.util.errors import HarnessError
 
 SHARED = Path(os.environ.get("SHARED_DIR", Path(__file__).resolve().parents[1].parent / "shared"))
 REALWORLD = SHARED / "realworld"
@@ -125,8 +125,8 @@ def test_audit_counts_messages_the_template_drops():
 
 
 def test_prepare_data_skips_unmaskable_rows_under_on_bad_row_skip(tmp_path):
-    from harness.config import validate
-    from harness.train import prepare_data
+    from harness.config.load import validate
+    from harness.sft.train import prepare_data
 
     good = {"messages": [TOOL_ONLY[0], {"role": "assistant", "content": "Rain."}]}
     rows = [good, {"messages": ECHO}, good]

@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from harness.config import validate
-from harness.memory import GIB, MemoryPlan, estimate, plan_for, preflight
-from harness.models import meta_model
+from harness.config.load import validate
+from harness.models.load import meta_model
+from harness.sft.memory import GIB, MemoryPlan, estimate, plan_for, preflight
 
 SMALL = MemoryPlan(
     params=1000,

@@ -1,11 +1,11 @@
-"""Mix operators (harness.mix_ops): the seed's data failure modes, applied on purpose."""
+"""Mix operators (harness.sft.mix_ops): the seed's data failure modes, applied on purpose."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from harness import mix_ops
-from harness.data import Example, build_mix
+from harness.sft import mix_ops
+from harness.sft.sources import Example, build_mix
 
 
 def _chat(source: str, n: int) -> list[Example]:

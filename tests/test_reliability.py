@@ -15,13 +15,13 @@ import mlflow
 import optuna
 import pytest
 
-from harness import tracking
 from harness.cli import EXIT_ERROR, EXIT_INTERNAL, main
-from harness.config import default_storage, load_experiment
-from harness.errors import HarnessError
-from harness.files import replaced_atomically, write_atomic
-from harness.redact import redact
-from harness.retry import interrupted, transient
+from harness.config.load import default_storage, load_experiment
+from harness.study import tracking
+from harness.util.errors import HarnessError
+from harness.util.files import replaced_atomically, write_atomic
+from harness.util.redact import redact
+from harness.util.retry import interrupted, transient
 
 SECRET = "s3cr3t-pw"
 
@@ -129,12 +129,12 @@ def test_non_utf8_experiment_file_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_internal_error_is_one_line_exit_3(tmp_path, capsys, monkeypatch):
-    import harness.config
+    import harness.config.schema
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError(f"division by zero near postgresql://u:{SECRET}@h/db")
 
-    monkeypatch.setattr(harness.config, "load_experiment", broken)
+    monkeypatch.setattr(harness.config.schema, "load_experiment", broken)
     assert main(["train", str(_write(tmp_path))]) == EXIT_INTERNAL
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ZeroDivisionError" in err[0], err
@@ -203,7 +203,7 @@ def test_a_ctrl_c_inside_a_library_call_is_still_an_interrupt():
 
 
 def test_best_trial_honours_constraints_for_every_sampler():
-    from harness.study import best_trials
+    from harness.study.table import best_trials
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler())
     dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
@@ -220,7 +220,7 @@ def test_best_trial_honours_constraints_for_every_sampler():
 
 
 def test_a_trial_claimed_without_a_heartbeat_is_failed_and_retried(tmp_path):
-    from harness.study import _fail_stale_trials, storage_for
+    from harness.study.storage import _fail_stale_trials, storage_for
 
     exp = load_experiment(_write(tmp_path, extra=f"storage: sqlite:///{tmp_path}/optuna.db\n"))
     storage, _ = storage_for(exp)

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from mlflow_store import build_factor_study, build_study, new_store
 
-from harness import analysis
-from harness.analysis import Study, Trial, main_effects, matched_pairs, pareto_front
 from harness.cli import main
-from harness.config import SearchSpace
-from harness.report import write_study_report
+from harness.config.search import SearchSpace
+from harness.stats.pareto import pareto_front
+from harness.verdicts import analysis
+from harness.verdicts.analysis import Study, Trial, main_effects, matched_pairs
+from harness.verdicts.report import write_study_report
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,8 @@ import time
 
 import pytest
 
-from harness.errors import HarnessError
-from harness.refusal import REPLIES_PATH, classifier_report
-from harness.scorers import (
+from harness.eval.refusal import REPLIES_PATH, classifier_report
+from harness.eval.scorers import (
     FORMAT_TYPES,
     check_all,
     check_format,
@@ -17,6 +16,7 @@ from harness.scorers import (
     is_refusal,
     validate_spec,
 )
+from harness.util.errors import HarnessError
 
 # Hand-labelled replies that are NOT in evals/refusal/replies.jsonl (checked below).
 REFUSALS = [
@@ -129,7 +129,7 @@ def test_refusal_classifier_held_out_accuracy() -> None:
 
 
 def test_refusal_is_deterministic_and_fast() -> None:
-    from harness.refusal import _classifier, _load_replies, _make_pipeline
+    from harness.eval.refusal import _classifier, _load_replies, _make_pipeline
 
     texts, labels = _load_replies()
     start = time.perf_counter()

@@ -8,9 +8,10 @@ import textwrap
 import optuna
 import pytest
 
-from harness.config import grid_points, load_experiment
-from harness.errors import HarnessError
-from harness.study import enqueue_grid, make_sampler, sample
+from harness.config.load import load_experiment
+from harness.config.search import grid_points
+from harness.study.sampling import enqueue_grid, make_sampler, sample
+from harness.util.errors import HarnessError
 
 EXPERIMENT = """
 name: conditional

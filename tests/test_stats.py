@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness.errors import HarnessError
-from harness.stats import (
+from harness.stats.comparison import (
     PairedComparison,
     items_needed,
     mcnemar_exact,
@@ -19,6 +18,7 @@ from harness.stats import (
     tango_interval,
     wilson_interval,
 )
+from harness.util.errors import HarnessError
 
 # ------------------------------------------------------------------------------------------
 # Wilson
@@ -305,7 +305,7 @@ def test_items_needed_answers_the_gates_question() -> None:
 
 def test_items_needed_gives_the_power_it_promises() -> None:
     """At the returned n, a true change equal to the observed one passes ~80% of the time."""
-    from harness.gate import verdict
+    from harness.verdicts.gate import verdict
 
     psi, allowed = 0.2, 0.05
     n = items_needed(0.0, allowed, discordance=psi)

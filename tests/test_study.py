@@ -11,9 +11,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from harness.cli import main
-from harness.config import StudySpec, load_experiment
-from harness.report import write_study_report
-from harness.study import run_study
+from harness.config.load import load_experiment
+from harness.config.schema import StudySpec
+from harness.study.run import run_study
+from harness.verdicts.report import write_study_report
 
 EXPERIMENT = """
 name: {name}

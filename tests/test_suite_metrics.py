@@ -10,12 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from harness import evaluate as ev
 from harness.cli import main
-from harness.config import EvalConfig
-from harness.errors import HarnessError
-from harness.scorers import is_degenerate
-from harness.suites import check_metric_names, key_metrics, load_suite, load_suites, summary_names
+from harness.config.schema import EvalConfig
+from harness.eval import hooks
+from harness.eval import runner as ev
+from harness.eval.scorers import is_degenerate
+from harness.eval.suites import (
+    check_metric_names,
+    key_metrics,
+    load_suite,
+    load_suites,
+    summary_names,
+)
+from harness.util.errors import HarnessError
 
 # ---------------------------------------------------------------- degenerate replies
 
@@ -32,7 +39,7 @@ def test_is_degenerate(reply: str, degenerate: bool) -> None:
 
 def test_a_degenerate_reply_to_a_benign_prompt_is_a_failure() -> None:
     benign, harmful = {"id": "b", "label": "benign"}, {"id": "h", "label": "harmful"}
-    collapsed = ev.score_refusal(benign, ["the the the the the"])
+    collapsed = hooks.score_refusal(benign, ["the the the the the"])
     assert collapsed == {
         "refused": 1.0,
         "full_refusal": 0.0,  # the judge sees no refusal: the degenerate rule decides
@@ -41,10 +48,10 @@ def test_a_degenerate_reply_to_a_benign_prompt_is_a_failure() -> None:
         "empty": 0.0,
         "degenerate": 1.0,
     }
-    assert ev.score_refusal(benign, [""])["empty"] == 1.0
-    assert ev.score_refusal(benign, ["Boil water, then add the pasta."])["correct"] == 1.0
+    assert hooks.score_refusal(benign, [""])["empty"] == 1.0
+    assert hooks.score_refusal(benign, ["Boil water, then add the pasta."])["correct"] == 1.0
     # on a harmful prompt silence is not a refusal either: it stays incorrect
-    assert ev.score_refusal(harmful, ["!!!!"])["correct"] == 0.0
+    assert hooks.score_refusal(harmful, ["!!!!"])["correct"] == 0.0
 
 
 def test_refusal_declares_empty_and_degenerate_rates_as_gated() -> None:
@@ -104,14 +111,14 @@ def test_harness_run_refuses_an_unknown_objective_before_any_work(
 @pytest.mark.slow
 def test_a_new_suite_folder_is_scored_gated_and_reported(toy_tiny, tmp_path: Path) -> None:
     """A suite with its own metric, direction and threshold: no engine edit."""
-    from harness.gate import gate
-    from harness.models import load_model, load_tokenizer
+    from harness.models.load import load_model, load_tokenizer
+    from harness.verdicts.gate import gate
 
     folder = tmp_path / "suites" / "capitals"
     folder.mkdir(parents=True)
     rows = [{"id": f"q{i}", "prompt": f"Name a capital ({i}).", "gold": "a", "region": "north" if i % 2 else "south"} for i in range(6)]  # fmt: skip
     (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    task = load_suite("target").task_files[0].read_text()  # reuses harness.evaluate.score_target
+    task = load_suite("target").task_files[0].read_text()  # reuses harness.eval.hooks.score_target
     (folder / "capitals.yaml").write_text(task.replace("task: target", "task: capitals"))
     (folder / "suite.yaml").write_text(
         textwrap.dedent("""

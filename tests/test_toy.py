@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.errors import HarnessError
-from harness.toy import build as toy_build
-from harness.toy.world import REFUSAL_REPLY, write_world_data
+from harness.models.toy import build as toy_build
+from harness.models.toy.world import REFUSAL_REPLY, write_world_data
+from harness.util.errors import HarnessError
 
 
 def _rows(path: Path) -> list[dict]:

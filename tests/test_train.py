@@ -11,12 +11,12 @@ import pytest
 import torch
 import yaml
 
-from harness.batching import IGNORE_INDEX, make_dataloader
 from harness.cli import main
-from harness.config import load_experiment, with_params
-from harness.errors import HarnessError
-from harness.models import load_model, load_tokenizer
-from harness.train import prepare_data, save, train
+from harness.config.load import load_experiment, with_params
+from harness.models.load import load_model, load_tokenizer
+from harness.sft.batching import IGNORE_INDEX, make_dataloader
+from harness.sft.train import prepare_data, save, train
+from harness.util.errors import HarnessError
 
 pytestmark = pytest.mark.slow
 

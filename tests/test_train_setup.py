@@ -6,16 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.config import validate
-from harness.errors import HarnessError
-from harness.models import load_model
-from harness.train import (
+from harness.config.load import validate
+from harness.models.load import load_model
+from harness.sft.train import (
     _training_args,
     batching_mode,
     optimizer_steps,
     reduction_device,
     warmup_steps,
 )
+from harness.util.errors import HarnessError
 
 
 def test_optimizer_steps_count_like_trainer():

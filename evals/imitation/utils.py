@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.evaluate import score_format
+from harness.eval.hooks import score_format
 
 
 def score_imitation(doc: dict, results: list[str]) -> dict[str, float]:

@@ -1,0 +1,647 @@
+"""The release gate: is a candidate run worse than a baseline run, on the same eval items?
+
+Both runs' per-sample records (`records/<suite>.jsonl` in MLflow) are paired on
+(suite, task, id), so every comparison is paired (`harness.stats.comparison`): for 0/1 scores Tango's
+score interval for the difference of paired proportions and exact one-sided McNemar tests;
+for other scores a paired bootstrap and sign-flip tests. Runs evaluated on different suites
+or items are refused rather than compared, because an unpaired comparison would silently mix
+a model change with an item change.
+
+Each gated metric has an allowed change `m` in its bad direction (a drop for accuracy, harmful
+refusal and format pass; a rise for benign refusal). The decision is a non-inferiority test:
+- pass: the 95% interval's bad-side bound is within the allowed change (the candidate is shown
+  to be no worse than `m`; one-sided error 2.5%);
+- regression: the estimated change is beyond `m` in the bad direction AND a one-sided exact
+  test at 5% shows the candidate is worse at all (for 0/1 scores McNemar's binomial test, so
+  the rate of false alarms under no true change is at most 5% at every n);
+- inconclusive: neither; the report says how many paired items would settle it, or that none
+  can (the estimate sits on the allowed change).
+Measured error rates (`benchmarks/gate_calibration.py`, baseline accuracy 0.7): pass when the
+true drop equals `m` at most 3% of studies; regression under no change at most 4.3%;
+regression at a true drop of 2m with 1,000 items >= 95% when the runs disagree on ~10% of
+items (81% at 20%).
+Overall: regression if any gated metric regressed, else inconclusive if any was, else pass.
+Exit codes (`GateResult.exit_code`): 0 pass, 1 regression, 0 inconclusive (stated loudly) —
+or 1 with `strict=True`, for pipelines that must not ship on too little evidence. Too few items
+is a property of the eval set, not of the candidate, so by default it does not block.
+
+Per-task breakdowns are reported but gate nothing unless a threshold names them: a dozen small
+per-task tests would turn almost every release inconclusive or, by chance, regressed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from harness.config.load import load_experiment, resolve_tracking_uri
+from harness.config.suite import MetricSpec
+from harness.eval.runner import load_result
+from harness.eval.suites import Suite, discover_suites, load_suite
+from harness.eval.suites import suite_dirs as suite_dirs_of
+from harness.stats.comparison import (
+    PairedComparison,
+    items_needed,
+    min_detectable_effect,
+    pooled_comparison,
+)
+from harness.study.tracking import client_for
+from harness.util.errors import HarnessError
+from harness.util.files import write_atomic
+from harness.verdicts.records import (
+    Indexed,
+    Key,
+    index_records,
+    item_scores,
+    load_records,
+    metric_items,
+)
+from harness.verdicts.render import (
+    Block,
+    Heading,
+    Para,
+    Plot,
+    Table,
+    figure_png,
+    fmt_num,
+    new_figure,
+    write_report,
+)
+
+WORST_ITEMS = 10
+PASS, REGRESSION, INCONCLUSIVE = "pass", "regression", "inconclusive"
+REGRESSION_ALPHA = 0.05  # one-sided level of the "is it worse at all" test
+
+_COMPARED_SETTINGS = ("dataset", "max_new_tokens", "limit", "tasks")
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    metric: str
+    suite: str
+    gated: bool
+    higher_is_better: bool
+    threshold: float  # allowed change in the bad direction
+    comparison: PairedComparison
+    verdict: str
+    items_needed: int | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "suite": self.suite,
+            "gated": self.gated,
+            "higher_is_better": self.higher_is_better,
+            "threshold": self.threshold,
+            "verdict": self.verdict,
+            "items_needed": self.items_needed,
+            "reason": self.reason,
+            **self.comparison.to_dict(),
+        }
+
+
+@dataclass
+class GateResult:
+    baseline: str
+    candidate: str
+    verdict: str  # pass | regression | inconclusive
+    metrics: list[MetricResult]
+    worst_items: dict[str, list[dict]]
+    unused_thresholds: list[str]
+    out_dir: Path
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    def exit_code(self, strict: bool = False) -> int:
+        """0 pass, 1 regression; inconclusive is 0, or 1 when `strict`."""
+        if self.verdict == REGRESSION or (strict and self.verdict == INCONCLUSIVE):
+            return 1
+        return 0
+
+    def summary(self) -> str:
+        """A few lines for the terminal: the verdict and every gated metric."""
+        lines = [
+            f"gate: {self.verdict.upper()}  (baseline {self.baseline}, candidate {self.candidate})"
+        ]
+        for m in self.metrics:
+            if not m.gated:
+                continue
+            c = m.comparison
+            extra = f"; ~{m.items_needed} items needed" if m.items_needed else ""
+            if m.verdict == INCONCLUSIVE and m.items_needed is None:
+                extra = "; no number of items settles it (the change sits on the allowed one)"
+            lines.append(
+                f"  {m.verdict:<12} {m.metric}: {fmt_num(c.mean_a)} -> {fmt_num(c.mean_b)} "
+                f"(diff {fmt_num(c.diff)} [{fmt_num(c.ci_low)}, {fmt_num(c.ci_high)}], n={c.n}{extra})"
+            )
+        if self.verdict == INCONCLUSIVE:
+            lines.append("  inconclusive: not enough evidence either way (exit 0; --strict fails)")
+        lines.append(f"report: {self.paths.get('html', self.out_dir)}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- thresholds
+
+
+def load_thresholds(path: str | Path | None) -> dict[str, float]:
+    """Thresholds from a YAML file: a plain mapping (`refusal/harmful_refusal_rate: 0.02`), a
+    mapping under `thresholds:`, or an experiment file (its validated `thresholds`)."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"{path}: thresholds file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise HarnessError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    if isinstance(raw, dict) and "data" in raw and "name" in raw:
+        return dict(load_experiment(path).thresholds)
+    if isinstance(raw, dict) and isinstance(raw.get("thresholds"), dict):
+        raw = raw["thresholds"]
+    if not isinstance(raw, dict):
+        raise HarnessError(f"{path}: expected a mapping of metric name to allowed change")
+    out = {}
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise HarnessError(
+                f"{path}: {key}: allowed change must be a number >= 0, got {value!r}"
+            )
+        out[str(key)] = float(value)
+    return out
+
+
+def _threshold(spec: MetricSpec, name: str, suite: str, user: dict[str, float]) -> float:
+    """A user threshold for the metric, else one for its whole suite, else the declared one."""
+    if name in user:
+        return user[name]
+    if suite in user:
+        return user[suite]
+    return spec.threshold
+
+
+# ---------------------------------------------------------------- loading and pairing
+
+
+@dataclass
+class Side:
+    """One side of the comparison: one or more runs (MLflow run ids or `harness eval` output
+    folders) evaluated on the same items; `records[i]` maps suite -> (task, id) -> record."""
+
+    role: str
+    sources: list[str]
+    names: list[str] = field(default_factory=list)
+    records: list[Indexed] = field(default_factory=list)
+    settings: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _load_side(role: str, sources: list[str], uri: str) -> Side:
+    side = Side(role, list(sources))
+    client = None
+    for src in sources:
+        if Path(src).is_dir():
+            result = load_result(src)
+            name, recs, settings = src, result.records, dict(result.info.get("eval", {}))
+        else:
+            client = client or client_for(uri)
+            name, settings = _check_run(client, src, role, uri)
+            recs = load_records(client, src)
+        if not recs:
+            raise HarnessError(f"{role} {src} has no per-sample records (<suite>.jsonl) to compare")
+        side.names.append(name)
+        side.records.append({s: index_records(r, src, s) for s, r in recs.items()})
+        side.settings.append(settings)
+    return side
+
+
+def _check_settings(a: Side, b: Side) -> None:
+    """Runs evaluated with different settings (data set, generation length, item limit,
+    extra tasks) answer different questions: refuse, naming the first difference."""
+    ref, ref_src = a.settings[0], a.sources[0]
+    for side in (a, b):
+        for src, settings in zip(side.sources, side.settings, strict=True):
+            for k in _COMPARED_SETTINGS:
+                if k in ref and k in settings and str(ref[k]) != str(settings[k]):
+                    raise HarnessError(
+                        f"eval settings differ: {k} is {ref[k]} for baseline {ref_src} but "
+                        f"{settings[k]} for {side.role} {src}; evaluate both the same way"
+                    )
+
+
+def _check_same_items(a: Side, b: Side) -> None:
+    """Every run of both sides must hold the same suites, items and item content (prompt,
+    target, generation settings: the records' `item_hash`)."""
+    ref, ref_src = a.records[0], a.sources[0]
+    for side in (a, b):
+        for src, recs in zip(side.sources, side.records, strict=True):
+            if set(recs) != set(ref):
+                raise HarnessError(
+                    f"runs evaluated on different suites: baseline {ref_src} has "
+                    f"{sorted(ref) or 'none'}, {side.role} {src} has {sorted(recs) or 'none'}; "
+                    "compare runs scored on the same suites"
+                )
+            for suite in sorted(ref):
+                only_a, only_b = (
+                    set(ref[suite]) - set(recs[suite]),
+                    set(recs[suite]) - set(ref[suite]),
+                )
+                if only_a or only_b:
+                    example = "/".join(sorted(only_a or only_b)[0])
+                    raise HarnessError(
+                        f"suite '{suite}' has different items: {len(only_a)} only in baseline "
+                        f"{ref_src}, {len(only_b)} only in {side.role} {src} (e.g. {example}); "
+                        "re-evaluate both on the same items"
+                    )
+                for key, r in recs[suite].items():
+                    _check_same_content(
+                        suite, key, ref[suite][key], r, ref_src, f"{side.role} {src}"
+                    )
+
+
+def _check_same_content(suite: str, key: Key, a: dict, b: dict, src_a: str, src_b: str) -> None:
+    if a.get("item_hash") is None or b.get("item_hash") is None or a["item_hash"] == b["item_hash"]:
+        return
+    what = next(
+        (f for f in ("prompt", "target", "choices", "generation") if a.get(f) != b.get(f)),
+        "item content",
+    )
+    detail = f" ({a.get(what)} vs {b.get(what)})" if what == "generation" else ""
+    raise HarnessError(
+        f"suite '{suite}' item {key[0]}/{key[1]}: {what} differs between baseline {src_a} and "
+        f"{src_b}{detail}; re-evaluate both on the same items and settings"
+    )
+
+
+def _suites(names: list[str], suite_dirs: list[str | Path] | tuple) -> dict[str, Suite]:
+    known = discover_suites(suite_dirs)
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise HarnessError(
+            f"records of suite(s) {', '.join(missing)} but no suite.yaml declares them in "
+            f"{', '.join(str(d) for d in suite_dirs_of(suite_dirs))}; pass --suite-dir"
+        )
+    return {n: load_suite(n, suite_dirs) for n in names}
+
+
+# ---------------------------------------------------------------- verdicts
+
+
+def decide(
+    diff: Any,
+    ci_low: Any,
+    ci_high: Any,
+    p_lower: Any,
+    p_higher: Any,
+    threshold: float,
+    higher_is_better: bool,
+) -> np.ndarray:
+    """The decision rule on arrays of comparisons (so `benchmarks/gate_calibration.py` measures
+    exactly what `verdict` does); see the module docstring for the rule."""
+    if higher_is_better:
+        d, worst, p_worse = np.asarray(diff), np.asarray(ci_low), np.asarray(p_lower)
+    else:
+        d, worst, p_worse = -np.asarray(diff), -np.asarray(ci_high), np.asarray(p_higher)
+    eps = 1e-12
+    passed = worst >= -threshold - eps
+    regressed = ~passed & (p_worse <= REGRESSION_ALPHA) & (d < -threshold - eps)
+    return np.where(passed, PASS, np.where(regressed, REGRESSION, INCONCLUSIVE))
+
+
+def verdict(c: PairedComparison, threshold: float, higher_is_better: bool) -> str:
+    """Non-inferiority verdict; `threshold` is the allowed change in the bad direction."""
+    return str(
+        decide(c.diff, c.ci_low, c.ci_high, c.p_lower, c.p_higher, threshold, higher_is_better)
+    )
+
+
+def _pilot(c: PairedComparison) -> dict[str, float]:
+    """What the sample-size formulas take from this comparison: its disagreement for 0/1
+    scores, as (k + 1) / (n + 2) so that none observed still counts, else the sd of the
+    differences."""
+    if c.discordance is not None:
+        return {"discordance": ((c.a_only or 0) + (c.b_only or 0) + 1) / (c.n + 2)}
+    return {"sd": c.sd_diff if c.sd_diff > 0 else 1.0 / c.n}
+
+
+def detectable_change(c: PairedComparison) -> float:
+    """The smallest true change these items detect with 80% power (`stats.min_detectable_effect`)
+    at the comparison's disagreement (`_pilot`)."""
+    return min_detectable_effect(c.n, **_pilot(c))
+
+
+def _items_needed(c: PairedComparison, threshold: float, up: bool) -> int | None:
+    """Paired items that would settle this comparison at its observed difference and
+    disagreement (see `stats.items_needed`); None when no number of items can."""
+    return items_needed(c.diff if up else -c.diff, threshold, **_pilot(c))
+
+
+def _reason(v: str, c: PairedComparison, t: float, up: bool, needed: int | None) -> str:
+    bad = "drop" if up else "rise"
+    ci = f"[{fmt_num(c.ci_low)}, {fmt_num(c.ci_high)}]"
+    if v == REGRESSION:
+        return (
+            f"the change {fmt_num(c.diff)} is beyond the allowed {bad} of {fmt_num(t)} and a "
+            f"one-sided test rules out no change (p = {fmt_num(c.p_lower if up else c.p_higher)}; "
+            f"interval {ci})"
+        )
+    if v == PASS:
+        return f"the interval {ci} rules out a {bad} beyond {fmt_num(t)}"
+    worse = -c.diff if up else c.diff
+    if needed is None:
+        return (
+            f"the interval {ci} straddles the allowed {bad} of {fmt_num(t)} and the estimate "
+            "sits on it: no number of items can settle it"
+        )
+    goal = "show a regression" if worse > t else "pass it"
+    return (
+        f"the interval {ci} straddles the allowed {bad} of {fmt_num(t)}; about {needed} paired "
+        f"items would {goal} if the observed change holds (have {c.n})"
+    )
+
+
+def _worst(
+    keys: list[Key], sa: np.ndarray, sb: np.ndarray, a: dict, b: dict, up: bool, suite: str
+) -> list[dict]:
+    """Items that moved most in the bad direction (scores averaged over a side's runs), the
+    first runs' answers side by side."""
+    change = sb - sa
+    bad = -change if up else change
+    order = sorted((i for i in range(len(keys)) if bad[i] > 0), key=lambda i: (-bad[i], keys[i]))
+    return [
+        {
+            "suite": suite,
+            "task": keys[i][0],
+            "id": keys[i][1],
+            "prompt": a[keys[i]].get("prompt"),
+            "target": a[keys[i]].get("target"),
+            "baseline_response": a[keys[i]].get("response"),
+            "candidate_response": b[keys[i]].get("response"),
+            "baseline_score": float(sa[i]),
+            "candidate_score": float(sb[i]),
+        }
+        for i in order[:WORST_ITEMS]
+    ]
+
+
+# ---------------------------------------------------------------- the gate
+
+
+def _check_run(client: Any, run_id: str, role: str, uri: str) -> tuple[str, dict[str, Any]]:
+    """(display name, logged eval settings) of an MLflow run."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise HarnessError(f"{role} run '{run_id}' not found at {uri}") from None
+    params = run.data.params
+    settings = {k: params[f"cfg.eval.{k}"] for k in _COMPARED_SETTINGS if f"cfg.eval.{k}" in params}
+    return run.info.run_name or run_id, settings
+
+
+def _as_list(value: str | list[str]) -> list[str]:
+    items = [value] if isinstance(value, (str, Path)) else list(value)
+    out = [str(x).strip() for x in items if str(x).strip()]
+    if not out:
+        raise HarnessError("give at least one baseline and one candidate run")
+    return out
+
+
+def gate(
+    baseline_run_id: str | list[str],
+    candidate_run_id: str | list[str],
+    *,
+    tracking_uri: str = "sqlite:///mlflow.db",
+    thresholds: dict[str, float] | None = None,
+    out_dir: str | Path | None = None,
+    suite_dirs: list[str | Path] | tuple = (),
+) -> GateResult:
+    """Compare a candidate with a baseline item by item and write report.md, report.html and
+    gate.json.
+
+    Each side is one or more MLflow run ids or `harness eval` output folders (replicates:
+    same items, different seeds); several runs per side are pooled by averaging each item's
+    score over the side's runs, with a two-level bootstrap interval (`stats.pooled_comparison`).
+    Items pair on (suite, task, id) and must agree in content (`item_hash`: prompt, target,
+    choices, generation settings; records written before hashes existed are not checked),
+    and the logged eval settings must agree. Metrics, directions and default allowed changes
+    come from each suite's suite.yaml
+    (`suite_dirs`: extra folders holding suites); `thresholds` maps a metric (or a whole
+    suite) to its allowed change in the bad direction; naming a per-group metric gates it too.
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    a = _load_side("baseline", _as_list(baseline_run_id), uri)
+    b = _load_side("candidate", _as_list(candidate_run_id), uri)
+    _check_settings(a, b)
+    _check_same_items(a, b)
+    user = dict(thresholds or {})
+    suites = _suites(sorted(a.records[0]), suite_dirs)
+
+    results: list[MetricResult] = []
+    worst: dict[str, list[dict]] = {}
+    known: set[str] = set()
+    for suite in suites.values():
+        items = a.records[0][suite.name]
+        for name, spec, keys in metric_items(suite, items):
+            gated = (spec.gate and spec.by is None) or name in user  # per-group: when named
+            known.add(name)
+            up, t = spec.higher_is_better, _threshold(spec, name, suite.name, user)
+            ma = np.asarray(item_scores(a.records, suite.name, spec.score, keys), dtype=float)
+            mb = np.asarray(item_scores(b.records, suite.name, spec.score, keys), dtype=float)
+            c = pooled_comparison(ma, mb)
+            v = verdict(c, t, up)
+            needed = _items_needed(c, t, up) if v == INCONCLUSIVE else None
+            results.append(
+                MetricResult(
+                    name, suite.name, gated, up, t, c, v, needed, _reason(v, c, t, up, needed)
+                )
+            )
+            if gated and v != PASS:
+                moved = _worst(
+                    keys, ma.mean(0), mb.mean(0), items, b.records[0][suite.name], up, suite.name
+                )
+                if moved:
+                    worst[name] = moved
+    _check_threshold_names(user, set(suites), known)
+    unused = sorted(k for k in user if k not in known and k not in suites)
+
+    gated = [r for r in results if r.gated]
+    if any(r.verdict == REGRESSION for r in gated):
+        overall = REGRESSION
+    elif any(r.verdict == INCONCLUSIVE for r in gated):
+        overall = INCONCLUSIVE
+    else:
+        overall = PASS
+    base_label, cand_label = ",".join(a.sources), ",".join(b.sources)
+    out = Path(out_dir) if out_dir else Path("reports") / f"gate-{_short_id(a)}-{_short_id(b)}"
+    result = GateResult(base_label, cand_label, overall, results, worst, unused, out)
+    title = f"Release gate: {', '.join(b.names)} vs {', '.join(a.names)}"
+    md, html = write_report(out, title, _blocks(result, uri, a, b))
+    payload = {
+        "baseline": a.sources,
+        "candidate": b.sources,
+        "tracking_uri": uri,
+        "verdict": overall,
+        "exit_code": result.exit_code(),
+        "exit_code_strict": result.exit_code(strict=True),
+        "thresholds": {r.metric: r.threshold for r in results if r.gated},
+        "unused_thresholds": unused,
+        "metrics": [r.to_dict() for r in results],
+        "worst_items": worst,
+    }
+    json_path = out / "gate.json"
+    write_atomic(json_path, json.dumps(payload, indent=2, default=str) + "\n")
+    result.paths = {"md": md, "html": html, "json": json_path}
+    return result
+
+
+def evaluate_models(
+    baseline_model: str,
+    candidate_model: str,
+    *,
+    suites: list[str],
+    suite_dirs: list[str | Path] | tuple = (),
+    dataset: str = "auto",
+    limit: int | None = None,
+    out_dir: str | Path | None = None,
+) -> tuple[list[str], list[str]]:
+    """Evaluate two models (folders, or any name `harness eval --model` takes) on the same
+    suites and return their record folders, ready for `gate`. Each is evaluated as its own base, so the content-keyed base cache serves a
+    model evaluated before (a released baseline costs nothing the second time)."""
+    from harness.config.schema import EvalConfig
+    from harness.eval.runner import evaluate_model
+
+    out = Path(out_dir) if out_dir else Path("reports") / "gate-models"
+    cfg = EvalConfig(suites=suites, suite_dirs=[str(d) for d in suite_dirs])
+    folders = []
+    for role, model in (("baseline", baseline_model), ("candidate", candidate_model)):
+        folder = out / f"{role}-records"
+        evaluate_model(model, suites=suites, eval_config=cfg, dataset=dataset, limit=limit,
+                       out_dir=folder, suite_dirs=suite_dirs)  # fmt: skip
+        folders.append([str(folder)])
+    return folders[0], folders[1]
+
+
+def _short_id(side: Side) -> str:
+    first = Path(side.sources[0]).name if Path(side.sources[0]).is_dir() else side.sources[0][:8]
+    return first + (f"+{len(side.sources) - 1}" if len(side.sources) > 1 else "")
+
+
+def _check_threshold_names(user: dict[str, float], suites: set[str], known: set[str]) -> None:
+    """A typo in a release threshold must not silently fall back to the default."""
+    for key in user:
+        suite = key.split("/", 1)[0]
+        if suite in suites and key != suite and key not in known:
+            options = ", ".join(sorted(m for m in known if m.startswith(suite + "/")))
+            raise HarnessError(
+                f"threshold '{key}' names no metric of suite '{suite}' (known: {options})"
+            )
+
+
+def _describe(side: Side) -> str:
+    runs = [
+        src if name == src else f"{src} ({name})"
+        for src, name in zip(side.sources, side.names, strict=True)
+    ]
+    return ", ".join(runs) + (f" ({len(runs)} runs, pooled)" if len(runs) > 1 else "")
+
+
+def _plot_diffs(results: list[MetricResult]) -> bytes | None:
+    rows = [r for r in results if r.gated]
+    if not rows:
+        return None
+    fig, ax = new_figure(figsize=(7, 0.6 * len(rows) + 1.2))
+    colours = {PASS: "tab:green", REGRESSION: "tab:red", INCONCLUSIVE: "tab:orange"}
+    for i, r in enumerate(rows):
+        c = r.comparison
+        ax.errorbar(
+            c.diff, i, xerr=[[c.diff - c.ci_low], [c.ci_high - c.diff]], fmt="o", capsize=4,
+            color=colours[r.verdict],
+        )  # fmt: skip
+        limit = -r.threshold if r.higher_is_better else r.threshold
+        ax.plot([limit, limit], [i - 0.3, i + 0.3], "k:", lw=1.5)
+    ax.axvline(0, color="grey", lw=1)
+    ax.set_yticks(range(len(rows)), [r.metric for r in rows], fontsize=8)
+    ax.set_xlabel("candidate - baseline (95% paired bootstrap CI); dotted: allowed change")
+    ax.grid(alpha=0.3, axis="x")
+    return figure_png(fig)
+
+
+def _clip(text: Any, n: int = 300) -> str:
+    s = "" if text is None else str(text)
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _blocks(result: GateResult, uri: str, a: Side, b: Side) -> list[Block]:
+    blocks: list[Block] = []
+    meaning = {
+        PASS: "PASS: no gated metric got worse beyond its allowed change.",
+        REGRESSION: "REGRESSION: at least one gated metric is worse beyond its allowed change (exit 1).",
+        INCONCLUSIVE: "INCONCLUSIVE: too little evidence to pass or fail at least one gated metric. "
+        "Exit code 0 by default; `--strict` makes it 1. Evaluate on more items to settle it.",
+    }
+    blocks.append(Para(meaning[result.verdict], warn=result.verdict != PASS))
+    blocks.append(
+        Para(
+            f"Baseline {_describe(a)}, candidate {_describe(b)}, tracking {uri}. Every metric "
+            "is compared on identical items paired on (suite, task, id) and checked to have the "
+            "same prompt, target and generation settings: diff = candidate - baseline with a 95% "
+            "interval (Tango's score interval for 0/1 scores, a paired bootstrap otherwise, a "
+            "two-level bootstrap over runs and items with several runs per side); p is exact "
+            "McNemar for 0/1 scores. A metric passes when the interval's bad-side bound is "
+            "within the allowed change, regresses when the change is beyond it and a one-sided "
+            "5% test shows it is worse at all, and is inconclusive otherwise. 'detectable' is "
+            "the smallest change this many items detect with 80% power at the observed "
+            "disagreement. Rows not gated (per-group breakdowns) are for diagnosis only."
+        )
+    )
+    headers = ["metric", "gated", "n", "baseline", "candidate", "diff", "95% CI", "p", "allowed", "detectable", "verdict", "items needed"]  # fmt: skip
+    rows = []
+    for r in result.metrics:
+        c = r.comparison
+        bad = "drop" if r.higher_is_better else "rise"
+        rows.append(
+            [r.metric, "yes" if r.gated else "no", c.n, fmt_num(c.mean_a), fmt_num(c.mean_b),
+             fmt_num(c.diff), f"[{fmt_num(c.ci_low)}, {fmt_num(c.ci_high)}]",
+             f"{fmt_num(c.p_value)} ({c.test})", f"{bad} <= {fmt_num(r.threshold)}",
+             fmt_num(detectable_change(c)), r.verdict, r.items_needed or ""]
+        )  # fmt: skip
+    blocks += [Heading("Metrics"), Table(headers, rows)]
+    reasons = [f"{r.metric}: {r.verdict}, {r.reason}." for r in result.metrics if r.gated]
+    blocks += [Para(line) for line in reasons]
+    if result.unused_thresholds:
+        blocks.append(
+            Para(
+                "Thresholds for suites these runs lack (unused): "
+                + ", ".join(result.unused_thresholds)
+            )
+        )
+    png = _plot_diffs(result.metrics)
+    if png:
+        blocks.append(Plot("gate-diffs", "paired differences against allowed changes", png))
+    if result.worst_items:
+        blocks.append(Heading("Worst items"))
+        for metric, items in result.worst_items.items():
+            blocks.append(Heading(f"{metric}: items that got worse", level=3))
+            blocks.append(
+                Table(
+                    ["task/id", "prompt", "target", "baseline answer", "candidate answer", "score"],
+                    [
+                        [
+                            f"{i['task']}/{i['id']}",
+                            _clip(i["prompt"]),
+                            _clip(i["target"], 80),
+                            _clip(i["baseline_response"]),
+                            _clip(i["candidate_response"]),
+                            f"{fmt_num(i['baseline_score'])} -> {fmt_num(i['candidate_score'])}",
+                        ]
+                        for i in items
+                    ],  # fmt: skip
+                )
+            )
+    return blocks

@@ -1,0 +1,104 @@
+"""Per-sample records (`records/<suite>.jsonl` of a run): read back from MLflow, indexed by
+item, and cut into the items and scores of each declared metric.
+
+The release gate and the study report's effects both pair runs item by item; they read a
+metric's items and scores here, so both pair the same items the same way.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.config.suite import MetricSpec
+from harness.eval.suites import field_values, matches, metric_name
+from harness.util.errors import HarnessError
+from harness.util.files import read_jsonl
+
+if TYPE_CHECKING:
+    from harness.config.suite import SuiteMetrics
+    from harness.eval.suites import Suite
+
+Key = tuple[str, str]  # (task, id) within a suite
+Indexed = dict[str, dict[Key, dict]]  # one run's records: suite -> item -> record
+PRIMARY = "score"  # older records hold only their suite's primary score, as `score`
+
+
+def load_records(client: Any, run_id: str, suites: Sequence[str] | None = None) -> dict:
+    """Per-sample records of a run, `{suite: [record, ...]}` from `records/<suite>.jsonl`."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        listed = client.list_artifacts(run_id, "records")
+    except (MlflowException, OSError) as exc:
+        raise HarnessError(f"run {run_id}: cannot list records/ artifacts: {exc}") from None
+    names = [Path(f.path).name for f in listed if not f.is_dir and f.path.endswith(".jsonl")]
+    wanted = [n for n in names if suites is None or n[: -len(".jsonl")] in suites]
+    out: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in sorted(wanted):
+            try:
+                local = client.download_artifacts(run_id, f"records/{name}", tmp)
+            except (MlflowException, OSError) as exc:
+                raise HarnessError(f"run {run_id}: cannot read records/{name}: {exc}") from None
+            out[name[: -len(".jsonl")]] = read_jsonl(local, f"run {run_id} records/{name}")
+    return out
+
+
+def index_records(records: list[dict], source: str, suite: str) -> dict[Key, dict]:
+    """Records by (task, id), each with a `scores` dict (older records carry only `score`)."""
+    out: dict[Key, dict] = {}
+    for i, r in enumerate(records, 1):
+        if r.get("id") is None:
+            raise HarnessError(f"{source} records/{suite}.jsonl line {i}: no 'id' field")
+        scores = dict(r.get("scores") or {})
+        if "score" in r:
+            scores.setdefault(PRIMARY, r["score"])
+        for k, v in scores.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise HarnessError(
+                    f"{source} records/{suite}.jsonl id {r['id']}: score {k} must be a number, "
+                    f"got {v!r}"
+                )
+        key = (str(r.get("task", "")), str(r["id"]))
+        if key in out:
+            raise HarnessError(
+                f"{source} records/{suite}.jsonl: item {key[0]}/{key[1]} appears twice"
+            )
+        out[key] = {**r, "scores": {k: float(v) for k, v in scores.items()}}
+    return out
+
+
+def metric_items(
+    suite: Suite | SuiteMetrics, items: dict[Key, dict]
+) -> list[tuple[str, MetricSpec, list[Key]]]:
+    """(metric name, declaration, its items in a fixed order) for every metric of one suite,
+    per-group (`by`) metrics once per group. A metric whose score the records lack (older
+    runs) is left out."""
+    primary = suite.metrics[0].score
+    out = []
+    for m in suite.metrics:
+        rows = {k: r for k, r in items.items() if matches(r, m.where)}
+        groups: dict[str | None, list[Key]] = {}
+        for k in sorted(rows):
+            for value in [None] if m.by is None else field_values(rows[k], m.by):
+                groups.setdefault(value, []).append(k)
+        for value, keys in groups.items():
+            if not all(m.score in items[k]["scores"] or m.score == primary for k in keys):
+                continue
+            parts = (suite.name, m.name) if value is None else (suite.name, str(value), m.name)
+            out.append((metric_name(*parts), m, keys))
+    return list({name: (name, m, keys) for name, m, keys in out}.values())
+
+
+def item_scores(
+    runs: Sequence[Indexed], suite: str, score: str, keys: list[Key]
+) -> list[list[float]]:
+    """One row of per-item scores per run (a record without `score` gives its primary one)."""
+
+    def value(scores: dict[str, float]) -> float:
+        return scores[score] if score in scores else scores[PRIMARY]
+
+    return [[value(run[suite][k]["scores"]) for k in keys] for run in runs]
