@@ -177,6 +177,7 @@ def _gate(args: argparse.Namespace) -> int:
         thresholds=load_thresholds(args.thresholds),
         out_dir=args.out,
         suite_dirs=args.suite_dir,
+        common_items=args.common_items,
     )
     print(result.summary())
     return result.exit_code(strict=args.strict)
@@ -334,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: reports/gate-<baseline8>-<candidate8>)")
     p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow tracking URI")
     p.add_argument("--strict", action="store_true", help="exit 1 on an inconclusive verdict too")
+    p.add_argument(
+        "--common-items",
+        action="store_true",
+        help="when a suite's items differ between runs, compare the items every run holds "
+        "alike (the report says how many were dropped) instead of exiting 2",
+    )
     p.set_defaults(func=_gate)
 
     p = verbs.add_parser("data", help="data tools")

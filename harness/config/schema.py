@@ -217,6 +217,21 @@ class EvalConfig(Strict):
         return out
 
 
+class ReportConfig(Strict):
+    """How the study report decides its effects table (`harness report`)."""
+
+    multiplicity: Literal["holm", "bh"] = Field(
+        "holm",
+        description="error control over the effects table's cells: holm (family-wise: the "
+        "chance of any falsely decided cell) or bh (Benjamini-Hochberg: the false discovery rate)",
+    )
+    common_items: bool = Field(
+        False,
+        description="pair runs on the items they share when a suite's items differ between "
+        "runs (the report says how many were dropped) instead of refusing to compare",
+    )
+
+
 class Objective(Strict):
     metric: str
     direction: Literal["maximize", "minimize"] = "maximize"
@@ -274,6 +289,7 @@ class Experiment(Strict):
     save_models: bool = False
     output_dir: str = Field("runs", description="where trial models/records go (relative: to cwd)")
     thresholds: dict[str, float] = Field(default_factory=dict, description="gate thresholds")
+    report: ReportConfig = Field(default_factory=ReportConfig)
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _raw: dict = PrivateAttr(default_factory=dict)
 
@@ -346,6 +362,7 @@ class StudySpec(Strict):
     constraints: list[Constraint] = Field(default_factory=list)
     search: dict[str, SearchSpace] = Field(default_factory=dict)
     suites: list[SuiteMetrics] = Field(default_factory=list)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
     @field_validator("suites", mode="before")
     @classmethod
@@ -366,7 +383,11 @@ class StudySpec(Strict):
             objectives=[Objective(metric=m, direction=d) for m, d in objectives],
             constraints=exp.constraints,
             search=exp.search,
-            suites=[SuiteMetrics(name=s.name, metrics=list(s.metrics)) for s in suites],
+            suites=[
+                SuiteMetrics(name=s.name, metrics=list(s.metrics), cluster_by=s.cluster_by)
+                for s in suites
+            ],
+            report=exp.report,
         )
 
 

@@ -45,6 +45,7 @@ class SuiteMetrics(Strict):
 
     name: str
     metrics: list[MetricSpec] = Field(default_factory=list)
+    cluster_by: str | None = None  # doc field naming each item's family (see eval.suites.Suite)
 
 
 class HasMetrics(Protocol):

@@ -167,7 +167,7 @@ def task_metrics(
         if base_records is None or not pairs:
             continue
         cmp = paired_comparison(
-            [b["scores"][m] for b, _ in pairs], [r["scores"][m] for _, r in pairs], seed=0
+            [b["scores"][m] for b, _ in pairs], [r["scores"][m] for _, r in pairs]
         )
         out[metric_name(suite, task, f"base_{m}")] = cmp.mean_a
         out[metric_name(suite, task, f"{m}_delta")] = cmp.diff

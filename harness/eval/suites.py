@@ -53,6 +53,9 @@ class Suite:
     max_gen_toks: dict[str, int] = field(default_factory=dict)
     judge: JudgeSpec | None = None  # who decides refusals (suites that judge replies)
     trained_items: bool = False  # asks training prompts on purpose: not contamination
+    # doc field naming each item's family (paraphrases of one fact): intervals, tests and
+    # sample sizes over this suite count families, since a family's items fail together
+    cluster_by: str | None = None
 
     @property
     def compares_base(self) -> bool:
@@ -151,6 +154,7 @@ _SUITE_KEYS = {
     "max_gen_toks",
     "judge",
     "trained_items",
+    "cluster_by",
 }
 _METRIC_KEYS = {
     "name",
@@ -228,6 +232,9 @@ def _parse_suite(folder: Path) -> Suite:
     compared = [m.by for m in metrics if m.compare_base]
     if len(compared) != len(set(compared)):
         raise bad("metrics", "at most one compare_base metric per 'by' grouping")
+    cluster_by = raw.get("cluster_by")
+    if cluster_by is not None and (not isinstance(cluster_by, str) or not cluster_by.strip()):
+        raise bad("cluster_by", "must be a doc field path naming each item's family (e.g. fact)")
     budgets = raw.get("max_gen_toks") or {}
     if not isinstance(budgets, dict) or any(
         k not in DATASETS or isinstance(v, bool) or not isinstance(v, int) or v < 1
@@ -247,6 +254,7 @@ def _parse_suite(folder: Path) -> Suite:
         max_gen_toks=budgets,
         judge=parse_judge(raw["judge"], str(src)) if "judge" in raw else None,
         trained_items=raw.get("trained_items") is True,
+        cluster_by=cluster_by,
     )
     for cfg in _task_yamls(suite):
         if cfg.get("output_type") != output_type:

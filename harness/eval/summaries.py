@@ -14,8 +14,6 @@ from harness.eval.suites import (
 )
 from harness.util.errors import HarnessError
 
-_BOOTSTRAP_RESAMPLES = 2000
-
 
 def summarize(
     suite: Suite, records: list[dict], base_records: list[dict] | None = None
@@ -70,8 +68,6 @@ def summarize(
             cmp = paired_comparison(
                 [b["scores"][m.score] for b, _ in pairs],
                 [r["scores"][m.score] for _, r in pairs],
-                n_resamples=_BOOTSTRAP_RESAMPLES,
-                seed=0,
             )
             p_name = "mcnemar_p" if cmp.test == "mcnemar_exact" else "p_value"
             out[metric_name(*prefix, f"base_{m.name}")] = cmp.mean_a

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
@@ -98,13 +99,25 @@ def verdict(
     return decide(*margin_tests(comparison, threshold, higher_is_better), alpha)
 
 
-def verdicts(
+@dataclass(frozen=True)
+class Judgement:
+    """One gated metric's verdict with the one-sided p-values behind it: `p_pass` (the change
+    is within the allowed one), `p_regression` (it is beyond) and the latter Holm-adjusted over
+    the release's gated metrics."""
+
+    verdict: str
+    p_pass: float
+    p_regression: float
+    p_regression_adjusted: float
+
+
+def judge_release(
     comparisons: Sequence[PairedComparison],
     thresholds: Sequence[float],
     higher_is_better: Sequence[bool],
     *,
     alpha: float = 0.05,
-) -> list[str]:
+) -> list[Judgement]:
     """`verdict` for several gated metrics of one release, with the regression side
     Holm-adjusted over them: the chance that a release whose every change is within its
     allowed one is called a regression anywhere stays at most `alpha`. The pass side needs no
@@ -115,10 +128,23 @@ def verdicts(
         margin_tests(c, t, up)
         for c, t, up in zip(comparisons, thresholds, higher_is_better, strict=True)
     ]
-    if not tests:
-        return []
     adjusted = adjust_p([p for _, p in tests], "holm")
-    return [decide(p, q, alpha) for (p, _), q in zip(tests, adjusted, strict=True)]
+    return [
+        Judgement(decide(p, q, alpha), p, r, q) for (p, r), q in zip(tests, adjusted, strict=True)
+    ]
+
+
+def verdicts(
+    comparisons: Sequence[PairedComparison],
+    thresholds: Sequence[float],
+    higher_is_better: Sequence[bool],
+    *,
+    alpha: float = 0.05,
+) -> list[str]:
+    """The verdicts of `judge_release`: several gated metrics, Holm on the regression side."""
+    return [
+        j.verdict for j in judge_release(comparisons, thresholds, higher_is_better, alpha=alpha)
+    ]
 
 
 def adjust_p(p_values: Sequence[float], method: str = "holm") -> list[float]:
