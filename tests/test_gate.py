@@ -88,9 +88,7 @@ def test_worse_refusal_is_a_regression_with_worst_items(runs: dict, tmp_path: Pa
         )
         return [float(r["score"]) for r in rows]
 
-    ref = paired_comparison(
-        scores(runs["records"]), scores(runs["worse_records"]), confidence=0.9
-    )
+    ref = paired_comparison(scores(runs["records"]), scores(runs["worse_records"]), confidence=0.9)
     assert harmful["interval"] == "tango_score"
     assert (harmful["diff"], harmful["ci_low"], harmful["ci_high"]) == (
         ref.diff,
@@ -163,9 +161,10 @@ def test_several_runs_per_side_are_pooled(runs: dict, tmp_path: Path) -> None:
     harmful = next(m for m in result["metrics"] if m["metric"] == "refusal/harmful_refusal_rate")
     assert harmful["interval"] == "two_level_t" and harmful["runs_a"] == 2
     assert harmful["verdict"] == "regression"
-    assert result["question"] == "recipes" and "seed-to-seed noise" in (
-        tmp_path / "report.md"
-    ).read_text()
+    assert (
+        result["question"] == "recipes"
+        and "seed-to-seed noise" in (tmp_path / "report.md").read_text()
+    )
 
 
 def _folder(path: Path, records: dict) -> str:

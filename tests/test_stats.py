@@ -269,9 +269,7 @@ def _factor_study(rng: np.random.Generator, effect: float, runs: int = 2) -> lis
 
 
 def test_pooled_effect_covers_a_known_effect_and_finds_it() -> None:
-    effects = [
-        pooled_effect(_factor_study(np.random.default_rng(s), 0.1)) for s in range(100)
-    ]
+    effects = [pooled_effect(_factor_study(np.random.default_rng(s), 0.1)) for s in range(100)]
     assert {(e.pairs, e.runs, e.n, e.interval, e.seed_noise) for e in effects} == {
         (3, 2, 150, "two_level_t", True)
     }
@@ -281,9 +279,7 @@ def test_pooled_effect_covers_a_known_effect_and_finds_it() -> None:
 
 
 def test_pooled_effect_of_nothing_is_mostly_undecided() -> None:
-    effects = [
-        pooled_effect(_factor_study(np.random.default_rng(s), 0.0)) for s in range(100)
-    ]
+    effects = [pooled_effect(_factor_study(np.random.default_rng(s), 0.0)) for s in range(100)]
     assert sum(e.low <= 0 <= e.high for e in effects) >= 90
     assert all(e.p_value > 0.05 for e in effects if not e.decided)
 
