@@ -22,7 +22,8 @@ def summarize(
 
     A metric with no matching records is left out. Metrics with `compare_base` also get
     `base_<name>`, `delta` (candidate - base, paired over the same items), `delta_low`,
-    `delta_high` (paired bootstrap) and `mcnemar_p` (exact; `p_value` for non-0/1 scores).
+    `delta_high` (Tango's interval; a paired t for non-0/1 scores; by family where the suite
+    declares `cluster_by`) and `mcnemar_p` (exact; `p_value` otherwise).
     """
     from harness.stats.comparison import paired_comparison, wilson_interval
 
@@ -68,6 +69,9 @@ def summarize(
             cmp = paired_comparison(
                 [b["scores"][m.score] for b, _ in pairs],
                 [r["scores"][m.score] for _, r in pairs],
+                clusters=[json.dumps(field_values(r, suite.cluster_by)) for _, r in pairs]
+                if suite.cluster_by
+                else None,
             )
             p_name = "mcnemar_p" if cmp.test == "mcnemar_exact" else "p_value"
             out[metric_name(*prefix, f"base_{m.name}")] = cmp.mean_a

@@ -127,6 +127,9 @@ class SeedNoise:
     df: int
 
 
+FIXED = SeedNoise(run_var=0.0, resid_var=0.0, df=1)  # a fixed model: no seed noise
+
+
 @dataclass(frozen=True)
 class PooledEffect:
     """A change (b - a) pooled over matched pairs of configurations: `n` items, `pairs` pairs,
@@ -509,6 +512,7 @@ def pooled_comparison(
     clusters: Sequence[object] | None = None,
     confidence: float = 0.95,
     noise: SeedNoise | None = None,
+    fixed_baseline: bool = False,
 ) -> PairedComparison:
     """Compare runs b against runs a on the same items: one run per side is the checkpoint
     question (item noise only), several runs per side the recipe question (seed noise too).
@@ -520,6 +524,8 @@ def pooled_comparison(
     Satterthwaite's df combines them, so two runs per side give wide intervals when seeds
     matter (a t with 1-2 df) rather than wrong ones.
     `noise` replaces the per-side estimates with one from more configurations (`seed_noise`).
+    `fixed_baseline`: the baseline is one fixed model (the base model before fine-tuning), not
+    a draw of a recipe, so only the candidate's side carries seed noise.
     """
     confidence = _check_confidence(confidence)
     ma, mb = _score_matrix(a_runs, "baseline"), _score_matrix(b_runs, "candidate")
@@ -544,8 +550,10 @@ def pooled_comparison(
     if replicated and noise is None:  # each side its own seed noise (Welch), or the other's
         noises = [seed_noise([m], clusters=clusters) for m in (ma, mb)]
         noises = [x or y for x, y in zip(noises, noises[::-1], strict=True)]
+    if fixed_baseline and noises[1] is not None:
+        noises[0] = FIXED
     diff, se, df, v_seed = _combine([ma, mb], [-1.0, 1.0], codes, g, noises)
-    noise = noises[0]
+    noise = noises[1]
     q = t_quantile(0.5 + confidence / 2.0, df) if se > 0 else 0.0
     p_higher, p_lower = _t_tests(diff, se, df)  # p_higher: evidence that b is higher
     i_var = sd_diff**2 / n if n > 1 else 0.0
