@@ -15,6 +15,8 @@ _STATS = (
     "PooledEffect",
     "SeedNoise",
     "adjust_p",
+    "decide_effects",
+    "judge_release",
     "items_needed",
     "margin_p",
     "margin_tests",

@@ -16,7 +16,9 @@ from harness.stats.comparison import (
 )
 from harness.stats.decision import (
     adjust_p,
+    decide_effects,
     items_needed,
+    judge_release,
     margin_p,
     margin_tests,
     min_detectable_effect,
@@ -32,6 +34,8 @@ __all__ = [
     "PooledEffect",
     "SeedNoise",
     "adjust_p",
+    "decide_effects",
+    "judge_release",
     "items_needed",
     "margin_p",
     "margin_tests",

@@ -37,6 +37,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 
@@ -349,15 +350,16 @@ def mcnemar_exact(a: Sequence[float], b: Sequence[float]) -> float:
     return _binomial_two_sided_half(b_only, n)
 
 
-def _tango_score(x: np.ndarray, y: np.ndarray, m: np.ndarray, delta: np.ndarray) -> np.ndarray:
-    """Tango's score statistic for b - a = delta (decreasing in delta)."""
+def _tango_score(x: Any, y: Any, m: Any, delta: Any) -> Any:
+    """Tango's score statistic for b - a = delta (decreasing in delta); 0 where its variance
+    vanishes. Plain arithmetic, so it takes floats (fast for one comparison) or arrays."""
     big_b = -x - y + (2 * m - x + y) * delta
     big_c = -y * delta * (1 - delta)
-    q = (np.sqrt(np.maximum(big_b * big_b - 8 * m * big_c, 0.0)) - big_b) / (4 * m)
+    disc = big_b * big_b - 8 * m * big_c
+    q = (((disc + abs(disc)) / 2) ** 0.5 - big_b) / (4 * m)
     var = m * (2 * q + delta * (1 - delta))
-    num = x - y - m * delta
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(var > 0, num / np.sqrt(np.where(var > 0, var, 1.0)), 0.0)
+    ok = (var > 0) * 1.0
+    return (x - y - m * delta) / (abs(var) + 1.0 - ok) ** 0.5 * ok
 
 
 def tango_interval(
@@ -386,18 +388,28 @@ def tango_interval(
     if np.any(m <= 0) or np.any(x < 0) or np.any(y < 0) or np.any(x + y > m + 1e-9):
         raise HarnessError("tango_interval: need 0 <= b_only, a_only and b_only + a_only <= n")
     z = _z(confidence)
+    if x.ndim == y.ndim == m.ndim == 0:  # one comparison: the same bisection on floats
+        xf, yf, mf = float(x), float(y), float(m)
+        bounds = []
+        for lo, hi, target in ((-1.0, (xf - yf) / mf, z), ((xf - yf) / mf, 1.0, -z)):
+            for _ in range(_BISECTION_STEPS):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if _tango_score(xf, yf, mf, mid) > target else (lo, mid)
+            bounds.append(lo if target > 0 else hi)
+        return np.float64(bounds[0]), np.float64(bounds[1])
     x, y, m = np.broadcast_arrays(x, y, m)
+    shape = x.shape
+    x, y, m = (np.concatenate([v.ravel(), v.ravel()]) for v in (x, y, m))
+    k = x.size // 2  # first half: the lower bound (score = +z), second: the upper (-z)
+    target = np.concatenate([np.full(k, z), np.full(k, -z)])
     observed = (x - y) / m
-    lo_a, hi_a = np.full(x.shape, -1.0), observed.copy()  # lower bound: score(delta) = +z
-    lo_b, hi_b = observed.copy(), np.full(x.shape, 1.0)  # upper bound: score(delta) = -z
-    for _ in range(_BISECTION_STEPS):
-        mid = (lo_a + hi_a) / 2
-        above = _tango_score(x, y, m, mid) > z
-        lo_a, hi_a = np.where(above, mid, lo_a), np.where(above, hi_a, mid)
-        mid = (lo_b + hi_b) / 2
-        below = _tango_score(x, y, m, mid) < -z
-        lo_b, hi_b = np.where(below, lo_b, mid), np.where(below, mid, hi_b)
-    return lo_a, hi_b
+    lo = np.concatenate([np.full(k, -1.0), observed[k:]])
+    hi = np.concatenate([observed[:k], np.full(k, 1.0)])
+    for _ in range(_BISECTION_STEPS):  # the score decreases in delta
+        mid = (lo + hi) / 2
+        above = _tango_score(x, y, m, mid) > target
+        lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
+    return lo[:k].reshape(shape), hi[k:].reshape(shape)
 
 
 # ---------------------------------------------------------------- seed noise
@@ -593,8 +605,7 @@ def _binary_comparison(
         p = (mcnemar_exact(xa, xb), binomial_tail_half(b_only, k), binomial_tail_half(a_only, k))
         test, interval = "mcnemar_exact", "tango_score"
     else:
-        z = float(_tango_score(np.float64(b_only / deff), np.float64(a_only / deff),
-                               np.float64(n / deff), np.float64(0.0)))  # fmt: skip
+        z = _tango_score(b_only / deff, a_only / deff, n / deff, 0.0)
         p = (min(1.0, 2 * min(_NORMAL.cdf(z), 1 - _NORMAL.cdf(z))), _NORMAL.cdf(z),
              1 - _NORMAL.cdf(z))  # fmt: skip
         test, interval = "score_clustered", "tango_score_clustered"

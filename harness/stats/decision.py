@@ -23,6 +23,7 @@ from harness.stats.comparison import (
     PASS,
     REGRESSION,
     PairedComparison,
+    PooledEffect,
     _check_confidence,
     _t_tests,
     _tango_score,
@@ -39,10 +40,7 @@ def margin_p(c: PairedComparison, delta: float) -> tuple[float, float]:
     1 - 2 alpha interval lies wholly on that side of delta)."""
     if c.interval.startswith("tango_score"):
         deff = c.design_effect
-        z = float(
-            _tango_score(np.float64((c.b_only or 0) / deff), np.float64((c.a_only or 0) / deff),
-                         np.float64(c.n / deff), np.float64(delta))
-        )  # fmt: skip
+        z = _tango_score((c.b_only or 0) / deff, (c.a_only or 0) / deff, c.n / deff, delta)
         return 1.0 - _NORMAL.cdf(z), _NORMAL.cdf(z)
     return _t_tests(c.diff, c.se, c.df, delta)
 
@@ -168,6 +166,17 @@ def adjust_p(p_values: Sequence[float], method: str = "holm") -> list[float]:
     out = np.empty(k)
     out[order] = np.minimum(adj, 1.0)
     return [float(v) for v in out]
+
+
+def decide_effects(
+    effects: Sequence[PooledEffect], method: str = "holm", *, alpha: float = 0.05
+) -> list[tuple[float, bool]]:
+    """(adjusted p, decided) for every cell of an effects table: p-values adjusted over all
+    cells (`adjust_p`), a cell decided when its adjusted p is at most `alpha` and its interval
+    holds seed noise (one run per configuration decides nothing: see `pooled_effect`)."""
+    alpha = _check_confidence(alpha, "alpha")
+    adjusted = adjust_p([e.p_value for e in effects], method)
+    return [(q, e.seed_noise and q <= alpha) for e, q in zip(effects, adjusted, strict=True)]
 
 
 # ---------------------------------------------------------------- sample sizes

@@ -31,7 +31,7 @@ from harness.stats.comparison import (
     pooled_effect,
     seed_noise,
 )
-from harness.stats.decision import adjust_p
+from harness.stats.decision import decide_effects
 from harness.stats.pareto import best_of
 from harness.study.tracking import client_for
 from harness.util.errors import HarnessError
@@ -559,10 +559,10 @@ def main_effects(study: Study, *, method: str | None = None) -> Effects:
                 estimate = scores[metric.name].effect(level_pairs)
                 if estimate is not None:
                     cells.append((factor, level, levels[0], metric.name, estimate))
-    adjusted = adjust_p([c[4].p_value for c in cells], out.method)
+    decided = decide_effects([c[4] for c in cells], out.method, alpha=ALPHA)
     out.rows = [
-        Effect(*cell, p_adjusted=q, decided=cell[4].seed_noise and q <= ALPHA)
-        for cell, q in zip(cells, adjusted, strict=True)
+        Effect(*cell, p_adjusted=q, decided=ok)
+        for cell, (q, ok) in zip(cells, decided, strict=True)
     ]
     return out
 
