@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config.schema import EvalConfig, StandardTask
+from harness.config.suite import JudgeSpec
 from harness.eval.base_cache import (
     _base_context,
     _cache_path,
@@ -40,7 +41,6 @@ from harness.eval.base_cache import (
     _write_cache,
     model_fingerprint,
 )
-from harness.eval.judges import JudgeSpec
 from harness.eval.lm_tasks import stop_strings
 from harness.eval.suites import (
     Suite,
@@ -198,9 +198,9 @@ def _evaluate_records(
             group = [s for s in suites if s.chat_template == chat]
             if not group:
                 continue
-            # eval.tasks (standard lm-eval tasks) join the forgetting call: same likelihood mode.
-            forgetting = any(s.name == "forgetting" for s in group)
-            std = lm_eval_tasks(list(standard_tasks)) if forgetting else []
+            # eval.tasks (standard lm-eval tasks) join the call of the suite that hosts them
+            host = next((s.name for s in group if s.hosts_tasks), None)
+            std = lm_eval_tasks(list(standard_tasks)) if host else []
             refs: dict[str, TaskRef] = {}
             configs: dict[str, dict[str, Any]] = {}
             for s in group:
@@ -221,7 +221,7 @@ def _evaluate_records(
             samples = _run_lm_eval(lm, tasks, chat=chat, limit=limit, standard=bool(std))
             judges = {s.name: s.judge for s in group if s.judge and s.judge.kind != "rules"}
             for lm_name, rows in samples.items():
-                ref = refs.get(lm_name, TaskRef("forgetting", lm_name))
+                ref = refs.get(lm_name) or TaskRef(host or "", lm_name)
                 gen = (configs.get(lm_name) or {}).get("generation_kwargs") or {}
                 recs = [_record(ref, x, gen) for x in merge_filters(rows)]
                 if ref.suite in judges:
@@ -321,7 +321,7 @@ def evaluate(
     suite_dirs: list[str | Path] | tuple = (),
 ) -> EvalResult:
     """Evaluate a loaded model on the named suites (`limit`: first N items per task, defaults
-    to eval_config.limit). Suites that compare with the base (forgetting) pair each item with
+    to eval_config.limit). Suites that compare with the base (e.g. forgetting) pair each item with
     `base`: its results (an EvalResult) or a model name whose results come from the base cache.
     The model's train/eval mode is restored afterwards, so this can run mid-training."""
     cfg = eval_config or EvalConfig()
@@ -330,7 +330,13 @@ def evaluate(
     loaded = load_suites(suites, [*suite_dirs, *_config_suite_dirs(cfg)])
     start = time.time()
     records = _evaluate_records(
-        model, tokenizer, loaded, cfg, dataset, limit, cfg.tasks if "forgetting" in suites else []
+        model,
+        tokenizer,
+        loaded,
+        cfg,
+        dataset,
+        limit,
+        cfg.tasks if any(s.hosts_tasks for s in loaded) else [],
     )
     seconds = time.time() - start
     compared = [s.name for s in loaded if s.compares_base]
@@ -388,7 +394,7 @@ def evaluate_base(
 
         model = load_model(model_name)
         start = time.time()
-        std = cfg.tasks if any(s.name == "forgetting" for s in missing) else []
+        std = cfg.tasks if any(s.hosts_tasks for s in missing) else []
         fresh = _evaluate_records(model, tokenizer, missing, cfg, dataset, limit, std)
         seconds = time.time() - start
         if not fingerprint:  # a hub model is local now

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from harness.config.schema import Constraint, Experiment, ReportConfig, StudySpec
 from harness.config.search import SearchSpace
 from harness.config.suite import SuiteMetrics
-from harness.eval.suites import KeyMetric, metric_name
+from harness.eval.suites import KeyMetric
 from harness.stats.comparison import (
     PooledEffect,
     SeedNoise,
@@ -35,6 +35,7 @@ from harness.stats.decision import decide_effects
 from harness.stats.pareto import best_of
 from harness.study.tracking import client_for
 from harness.util.errors import HarnessError
+from harness.util.names import metric_name
 from harness.verdicts.records import (
     Indexed,
     index_records,
@@ -106,7 +107,12 @@ class Study:
 
         found = load_suites(sorted(discover_suites(self.suite_dirs)), self.suite_dirs)
         return [
-            SuiteMetrics(name=s.name, metrics=list(s.metrics), cluster_by=s.cluster_by)
+            SuiteMetrics(
+                name=s.name,
+                metrics=list(s.metrics),
+                hosts_tasks=s.hosts_tasks,
+                cluster_by=s.cluster_by,
+            )
             for s in found
         ]
 
@@ -327,12 +333,8 @@ def load_study(name: str, tracking_uri: str, exp: Experiment | None = None) -> S
 
 
 def study_objectives(study: Study) -> list[tuple[str, str]]:
-    """The declared objectives; a study without them is read as maximising target/accuracy
-    when it logged that."""
-    if study.objectives:
-        return study.objectives
-    seen = {m for t in study.trials for m in t.metrics}
-    return [("target/accuracy", "maximize")] if "target/accuracy" in seen else []
+    """The objectives the study's spec declared (its default one included)."""
+    return study.objectives
 
 
 def check_constraints(trial: Trial, constraints: Sequence[Constraint]) -> tuple[bool, list[str]]:
@@ -369,10 +371,10 @@ def best_trials(study: Study) -> tuple[list[Trial], str]:
     return picks, f"Pareto-optimal on {names} {how}."
 
 
-def forgetting_by_task(replicates: list[list[dict]]) -> list[dict]:
+def forgetting_by_task(replicates: list[list[dict]], suite: str = "forgetting") -> list[dict]:
     """Per-task accuracy vs the base model on the same items, with the paired interval.
 
-    `replicates`: one configuration's forgetting records, one list per replicate run (seed),
+    `replicates`: one configuration's records of `suite`, one list per replicate run (seed),
     each record carrying the base model's score on its item. Items pair by (task, id) and
     content (`records.paired_keys`); with one run the comparison is of two checkpoints, with
     several it is of the recipe against the fixed base model, seed noise included
@@ -390,7 +392,7 @@ def forgetting_by_task(replicates: list[list[dict]]) -> list[dict]:
     ]
     if not runs:
         return []
-    keys, _ = paired_keys(runs, "forgetting")
+    keys, _ = paired_keys(runs, suite)
     by_task: dict[str, list[tuple[str, str]]] = {}
     for key in keys:
         by_task.setdefault(key[0], []).append(key)
