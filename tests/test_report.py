@@ -278,3 +278,29 @@ def test_forgetting_per_task_takes_replicates_as_a_second_level() -> None:
     edited[5]["item_hash"] = "other"
     with pytest.raises(HarnessError, match="suite 'forgetting' has 1 item.*arc/5"):
         forgetting_by_task([run(0.3), edited])
+
+
+def test_detectable_change_counts_families() -> None:
+    """A suite that declares item families (`cluster_by`) detects less than its item count
+    suggests: the 'What these suites can detect' row says how many families and widens."""
+    from harness.config.suite import MetricSpec, SuiteMetrics
+    from harness.verdicts.report import _detectable_blocks
+
+    spec = MetricSpec(name="accuracy", score="correct", gate=True, threshold=0.02)
+    rng = np.random.default_rng(1)
+    know_base, know = rng.random(100) < 0.6, rng.random(100) < 0.6
+    rows = [
+        {"task": "c", "id": f"{f}-{i}", "doc": {"fact": f"f{f}"},
+         "scores": {"correct": float(know[f])}, "base_score": float(know_base[f])}
+        for f in range(100)
+        for i in range(3)
+    ]  # fmt: skip
+    trial = Trial(0, "COMPLETE", "r1", {})
+    texts = {}
+    for cluster_by in (None, "fact"):
+        suite = SuiteMetrics(name="consistency", metrics=[spec], cluster_by=cluster_by)
+        study = Study("s", "sqlite://", None, None, {}, {}, [trial], [], [], [], suites=[suite])
+        study._records["r1"] = {"consistency": rows}
+        texts[cluster_by] = _detectable_blocks(study, [trial])[1].rows[0]
+    assert "100 families" in texts["fact"][3] and "families" not in texts[None][3]
+    assert float(texts["fact"][4]) > 1.5 * float(texts[None][4])

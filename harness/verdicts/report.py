@@ -596,8 +596,11 @@ def _detectable_blocks(study: Study, best: list[Trial]) -> list[Block]:
     """Per gated metric of the best trial: its n and the smallest paired change it detects
     with 80% power (one-sided 5%), so a reader knows which differences are noise at this size.
     The disagreement is the observed one against the base where records carry base scores,
-    else 2p(1 - p) (two models erring independently at rate p: the pessimistic case)."""
-    from harness.eval.suites import matches
+    else 2p(1 - p) (two models erring independently at rate p: the pessimistic case). A suite
+    with item families (`cluster_by`) counts families: the design effect against the base, or
+    without base scores items per family (a family counting as one item, the worst case)."""
+    from harness.eval.suites import field_values, matches
+    from harness.stats.comparison import paired_comparison
     from harness.stats.decision import min_detectable_effect
     from harness.util.names import metric_name
 
@@ -614,12 +617,26 @@ def _detectable_blocks(study: Study, best: list[Trial]) -> list[Block]:
             if not group or any(s is None for s in scores):
                 continue
             p = sum(scores) / len(scores)
+            labels = (
+                [json.dumps(field_values(r, suite.cluster_by), default=str) for r in group]
+                if suite.cluster_by
+                else None
+            )
+            families = len(set(labels)) if labels else len(group)
+            deff = len(group) / families  # at worst a family counts as one item
             if all(b is not None for _, b in pairs):
                 k = sum(s != b for s, b in pairs)
                 psi, how = (k + 1) / (len(group) + 2), "observed vs base"
+                if labels:
+                    base = [float(b) for _, b in pairs]
+                    deff = paired_comparison(base, scores, clusters=labels).design_effect
             else:
                 psi, how = 2 * p * (1 - p), "2p(1-p)"
-            mde = min_detectable_effect(len(group), discordance=max(psi, 1.0 / len(group)))
+            mde = min_detectable_effect(
+                len(group), discordance=max(psi, 1.0 / len(group)), design_effect=deff
+            )
+            if labels:
+                how += f", {families} families (x{fmt_num(deff, 2)})"
             name = metric_name(suite.name, m.name)
             rows.append([name, len(group), fmt_num(p), how, fmt_num(mde), fmt_num(m.threshold)])
     if not rows:
