@@ -505,3 +505,12 @@ def test_importing_harness_is_cheap_and_exports_the_contract() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "pass"
+
+
+def test_identical_replicates_do_not_collapse_the_interval() -> None:
+    """Two identical runs per side on 5 items show no disagreement, which 5 items cannot rule
+    out: inconclusive, not a pass (as Tango's interval does for one run per side)."""
+    runs = [[1, 0, 1, 1, 0]] * 2
+    c = pooled_comparison(runs, runs)
+    assert c.ci_low < -0.1 and c.ci_high > 0.1
+    assert verdict(c, 0.05, True) == "inconclusive"

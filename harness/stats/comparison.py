@@ -566,6 +566,8 @@ def pooled_comparison(
         noises[0] = FIXED
     diff, se, df, v_seed = _combine([ma, mb], [-1.0, 1.0], codes, g, noises)
     noise = noises[1]
+    if replicated and (ma.min() >= 0) and (mb.max() <= 1) and (ma.max() <= 1) and (mb.min() >= 0):
+        se = max(se, 1.0 / g)  # no disagreement seen is not none possible: as if one family did
     q = t_quantile(0.5 + confidence / 2.0, df) if se > 0 else 0.0
     p_higher, p_lower = _t_tests(diff, se, df)  # p_higher: evidence that b is higher
     i_var = sd_diff**2 / n if n > 1 else 0.0
