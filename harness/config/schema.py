@@ -175,6 +175,11 @@ class StandardTask(BaseModel):
         return self.model_copy(update={"data_files": files})
 
 
+def task_name(entry: str | StandardTask) -> str:
+    """The lm-eval task name of an `eval.tasks` entry (a name, or a StandardTask's `task`)."""
+    return entry if isinstance(entry, str) else entry.task
+
+
 class EvalConfig(Strict):
     suites: list[str] = Field(default_factory=lambda: ["forgetting", "refusal", "format"])
     dataset: Literal["auto", "toy", "english"] = Field(

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from harness.config.schema import StandardTask, task_name
 from harness.config.suite import DEFAULT_THRESHOLD, MetricSpec
 from harness.eval.judges import JudgeSpec, parse_judge
 from harness.util.errors import HarnessError
@@ -495,16 +496,19 @@ def key_metrics(suites: Sequence[Suite] | Sequence[SuiteMetrics]) -> list[KeyMet
     return list({k.name: k for k in out}.values())
 
 
-def group_values(suite: Suite, spec: MetricSpec, dataset: str, extra_tasks=()) -> list[str]:
+def group_values(
+    suite: Suite, spec: MetricSpec, dataset: str, extra_tasks: Sequence[str | StandardTask] = ()
+) -> list[str]:
     """The values a per-group (`by`) metric takes on this suite's data: task labels (the
-    `split_by` values, or the task names) for `by: task`, else the doc field's values."""
+    `split_by` values, or the task names) for `by: task`, else the doc field's values.
+    `extra_tasks` are `eval.tasks` entries: names, or `{task, data_files}` entries."""
     if spec.by == "task":
         if suite.split_by:
             rows = read_jsonl(suite.data_path(dataset))
             values = [r.get(suite.split_by) for r in rows]
         else:
             values = [cfg.get("task") for cfg in _task_yamls(suite)]
-        values += list(extra_tasks)
+        values += [task_name(t) for t in extra_tasks]
     else:
         rows = read_jsonl(suite.data_path(dataset))
         values = [
@@ -516,7 +520,9 @@ def group_values(suite: Suite, spec: MetricSpec, dataset: str, extra_tasks=()) -
     return [str(v) for v in dict.fromkeys(values) if v is not None]
 
 
-def summary_names(suite: Suite, dataset: str, extra_tasks: list[str] | tuple = ()) -> list[str]:
+def summary_names(
+    suite: Suite, dataset: str, extra_tasks: Sequence[str | StandardTask] = ()
+) -> list[str]:
     """Every metric name `evaluate.summarize` can produce for this suite (Wilson `_low`/`_high`
     and paired `delta_*` bounds included), so objectives and constraints are checked up front."""
     names: list[str] = []
@@ -551,7 +557,7 @@ def check_metric_names(
     names: list[str],
     suites: list[Suite],
     dataset: str,
-    extra_tasks: list[str] | tuple = (),
+    extra_tasks: Sequence[str | StandardTask] = (),
 ) -> None:
     """Refuse objective or constraint metrics the chosen suites never produce: one line,
     listing the names they do produce (interval bounds left out for brevity)."""
