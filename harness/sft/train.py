@@ -45,7 +45,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from harness.config.schema import Experiment
-from harness.models.load import device, load_model, load_tokenizer, train_dtype
+from harness.models.load import device, load_model, load_tokenizer, model_origin, train_dtype
 from harness.sft import mix_ops
 from harness.sft.batching import (
     IGNORE_INDEX,
@@ -147,6 +147,7 @@ def prepare_data(exp: Experiment, tokenizer: Any) -> PreparedData:
             f"{exp.name}: no trainable rows after encoding (see data.max_length / data.overlong)"
         )
     lineage = {
+        "base_model": model_origin(exp.model),
         "sources": {name: src.to_dict() for name, src in loaded.items()},
         "mix": mix.to_dict() | {"ops": ops},
         "trained": _trained_composition(rows),
