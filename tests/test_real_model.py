@@ -82,16 +82,18 @@ def test_lora_steps_on_real_rows_then_gate_against_the_base(
     (tmp_path / "safety.jsonl").write_text("".join(_rows("safety_tuned_llamas", 6)))
     (tmp_path / "exp.yaml").write_text(
         f"name: real-ci\nmodel: {smollm2_gguf()}\nseed: 0\n"
-        "data:\n  budget: 8\n  max_length: 192\n  sources:\n"
+        "data:\n  budget: 6\n  max_length: 160\n  sources:\n"
         "    - {name: chat, path: chat.jsonl, weight: 0.5}\n"
         "    - {name: safety, path: safety.jsonl, weight: 0.5}\n"
-        "train: {max_steps: 3, batch_tokens: 768, learning_rate: 1.0e-3}\n"
+        "train: {max_steps: 2, batch_tokens: 512, learning_rate: 1.0e-3}\n"
         "peft: {r: 8, alpha: 16}\n"
     )
     assert main(["train", str(tmp_path / "exp.yaml"), "--out", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
-    assert "status: ok" in out and "steps: 3" in out, out
+    assert "status: ok" in out and "steps: 2" in out, out
     adapter = tmp_path / "run" / "adapter"
+    lineage = json.loads((tmp_path / "run" / "data_lineage.json").read_text())
+    assert lineage["base_model"]["gguf"]["quantization"] == "Q4_1"
     assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
 
     code = main(
@@ -103,9 +105,11 @@ def test_lora_steps_on_real_rows_then_gate_against_the_base(
     assert code in (0, 1), report.err
     gate = json.loads((tmp_path / "gate" / "gate.json").read_text())
     gated = {m["metric"] for m in gate["metrics"]}
-    assert {"forgetting/acc", "refusal/harmful_refusal"} <= gated, gated
-    records = (tmp_path / "gate" / "candidate-records" / "refusal.jsonl").read_text().splitlines()
-    assert len(records) >= 4 and all(json.loads(r)["generation"] for r in records)
+    assert {"forgetting/acc", "refusal/harmful_refusal_rate"} <= gated, gated
+    lines = (tmp_path / "gate" / "candidate-records" / "refusal.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 2  # --limit 2: the first two prompts, in the model's ChatML template
+    assert all("<|im_start|>user" in r["prompt"] and r["response"].strip() for r in records)
 
 
 def _tiny_gguf(path: Path, arch: str) -> Path:

@@ -35,7 +35,11 @@ def test_reference_inside_outside_and_unmeasured() -> None:
     inside, outside, absent = check_references(records, refs)
     assert (inside.measured, inside.n) == (0.6, 100)
     assert (inside.low, inside.high) == wilson_interval(60, 100)
-    assert (inside.verdict, outside.verdict, absent.verdict) == ("within", "outside", "not measured")
+    assert (inside.verdict, outside.verdict, absent.verdict) == (
+        "within",
+        "outside",
+        "not measured",
+    )
     text = format_references([inside, outside, absent])
     assert text.count("MISMATCH") == 1 and "published B" in text and "not measured" in text
 
