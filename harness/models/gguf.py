@@ -124,23 +124,7 @@ def read_header(path: Path) -> dict[str, Any]:
             f"model {path}: not a readable GGUF file, truncated or corrupt ({reason})"
         ) from None
     file_type = fields.get("general.file_type")
-    try:
-        quant = (
-            gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_")
-            if file_type is not None
-            else None
-        )
-    except ValueError:
-        quant = None
-    if (
-        quant is None
-    ):  # no or unknown file type: name it after the most common quantized tensor type
-        quantized = {k: v for k, v in tensor_types.items() if k not in ("F32", "F16", "BF16")}
-        quant = (
-            max(quantized, key=quantized.get)
-            if quantized
-            else max(tensor_types, key=tensor_types.get)
-        )
+    quant = _quantization(gguf, file_type, tensor_types)
     bits = re.search(r"\d+", quant)
     return {
         "architecture": fields.get("general.architecture"),
@@ -150,6 +134,18 @@ def read_header(path: Path) -> dict[str, Any]:
         "bits": int(bits.group()) if bits else None,
         "tensor_types": dict(sorted(tensor_types.items())),
     }
+
+
+def _quantization(gguf: Any, file_type: Any, tensor_types: dict[str, int]) -> str:
+    """The file type's name (`Q4_1` for MOSTLY_Q4_1); without a known one, the most common
+    quantized tensor type (else the most common type)."""
+    try:
+        return gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_")
+    except (ValueError, TypeError):
+        pass
+    quantized = {k: v for k, v in tensor_types.items() if k not in ("F32", "F16", "BF16")}
+    counts = quantized or tensor_types
+    return max(counts, key=counts.get) if counts else "unknown"
 
 
 def _check_causal_lm(path: Path, header: dict[str, Any]) -> None:
