@@ -13,7 +13,7 @@ source), the harness's score with its 95% Wilson interval, lm-eval's own score, 
 difference in points (must be within 0.1: the same engine) and how many items agree.
 
     python benchmarks/reproduce_base.py [--experiment FILE] [--tasks arc_easy,piqa] [--limit N]
-        [--out DIR]  # per-task JSON of both runs, per-item scores included
+        [--out DIR] [--only harness|direct]  # per-task JSON of each run, per-item scores
     python benchmarks/reproduce_base.py --table-only --out DIR   # the table from saved runs
 
 Each task runs on its own (so a long run leaves every finished task saved); the harness run of a
@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/reproduce-base", help="folder for per-task JSON")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--table-only", action="store_true", help="print the table, run nothing")
+    parser.add_argument("--only", choices=["harness", "direct"], help="run one side only")
     args = parser.parse_args()
 
     from harness.config.load import load_experiment
@@ -61,8 +62,10 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
         for entry in entries:
-            _run_harness(exp, entry, args.limit, out)
-            _run_direct(exp, entry, args.limit, out)
+            if args.only != "direct":
+                _run_harness(exp, entry, args.limit, out)
+            if args.only != "harness":
+                _run_direct(exp, entry, args.limit, out)
     print(_table(exp, [task_name(t) for t in entries], out))
 
 
