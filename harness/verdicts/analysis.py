@@ -90,6 +90,8 @@ class Study:
     search: dict[str, SearchSpace] = field(default_factory=dict)  # the searched factors
     suites: list[SuiteMetrics] = field(default_factory=list)  # as the spec recorded them
     report: ReportConfig = field(default_factory=ReportConfig)  # how effects are decided
+    base_origin: str | None = None  # "base dequantized from 4-bit Q4_1 weights (...)"
+    references: list[dict] = field(default_factory=list)  # study/reference.json's checks
     _records: dict[str, dict[str, list[dict]]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -180,6 +182,12 @@ def _spec(client: Any, run_id: str) -> StudySpec | None:
         return StudySpec.model_validate(data) if data is not None else None
     except ValidationError as e:
         raise HarnessError(f"run {run_id}: study/spec.json: {e.errors()[0]['msg']}") from None
+
+
+def _references(client: Any, run_id: str) -> list[dict]:
+    """The base model's checks against `eval.reference_scores` (`study/reference.json`)."""
+    data = _study_json(client, run_id, "reference.json")
+    return list(data.get("checks", [])) if isinstance(data, dict) else []
 
 
 def _int_or_none(x: Any) -> int | None:
@@ -326,6 +334,8 @@ def load_study(name: str, tracking_uri: str, exp: Experiment | None = None) -> S
         else spec.report
         if spec is not None
         else ReportConfig(),
+        base_origin=spec.base_origin if spec is not None else None,
+        references=_references(client, parent.info.run_id) if parent is not None else [],
     )
 
 

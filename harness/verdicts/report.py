@@ -225,6 +225,36 @@ def _judge_notes(study: Study) -> list[Block]:
     ]
 
 
+def _reference_blocks(study: Study) -> list[Block]:
+    """The base model measured vs its published scores (`eval.reference_scores`): a published
+    figure outside the 95% interval flags an eval setup that differs from the publication's."""
+    if not study.references:
+        return []
+    rows, outside = [], []
+    for c in study.references:
+        measured = c.get("measured")
+        cell = (
+            f"{fmt_num(measured)} [{fmt_num(c['low'])}, {fmt_num(c['high'])}]"
+            if measured is not None
+            else "not measured"
+        )
+        flag = {"within": "yes", "outside": "**MISMATCH**"}.get(c["verdict"], "?")
+        if c["verdict"] == "outside":
+            outside.append(c["metric"])
+        rows.append([c["metric"], fmt_num(c["reference"]), cell, str(c["n"]), flag, c["source"]])
+    note = (
+        f"Outside the interval: {', '.join(outside)}: the eval setup (prompt, template, metric, "
+        "shots, weights) differs from the publication's; explain the gap before trusting deltas."
+        if outside
+        else "Every published figure lies inside the base model's 95% interval."
+    )
+    return [
+        Heading("Base model vs reference scores"),
+        Table(["metric", "reference", "measured [95%]", "n", "within", "source"], rows),
+        Para(note, warn=bool(outside)),
+    ]
+
+
 def study_blocks(study: Study, effects: Effects | None = None) -> list[Block]:
     """Everything the study report shows, in reading order (`effects`: `main_effects(study)`
     when the caller has it already)."""
@@ -249,6 +279,9 @@ def study_blocks(study: Study, effects: Effects | None = None) -> list[Block]:
         )
     )
     blocks += [Para(n) for n in study.notes]
+    if study.base_origin:
+        blocks.append(Para(f"Base model: {study.base_origin[:1].upper()}{study.base_origin[1:]}."))
+    blocks += _reference_blocks(study)
     objectives = study_objectives(study)
     if objectives or study.constraints:
         blocks.append(
