@@ -137,6 +137,8 @@ def _eval(args: argparse.Namespace) -> int:
         out_dir=out,
     )
     print(format_summary(result.summary))
+    for suite, n in result.info.get("over_budget", {}).items():
+        print(f"{suite}: {n} items left out: they need more new tokens than the budget")
     print(f"per-sample records and summary.json -> {out}")
     return EXIT_OK
 

@@ -24,7 +24,11 @@ class MetricSpec:
 
     `gate`: the release gate judges it by default, allowing a change of `threshold` in the bad
     direction (`higher_is_better` says which that is); per-group (`by`) metrics gate only
-    when a user threshold names them. `label`: a short column header for tables."""
+    when a user threshold names them. `label`: a short column header for tables.
+
+    `unit: part`: the score is a list, one verdict per part of an item (lm-eval ifeval's
+    per-instruction verdicts); the metric is the share of all parts that pass, and its interval
+    (`cluster`) treats each item as a cluster of parts, which are not independent."""
 
     name: str
     score: str
@@ -37,6 +41,7 @@ class MetricSpec:
     threshold: float = DEFAULT_THRESHOLD
     label: str | None = None
     agree_by: str | None = None
+    unit: str = "item"
 
 
 class SuiteMetrics(Strict):

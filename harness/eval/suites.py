@@ -2,7 +2,9 @@
 runnable lm-eval task configs.
 
 A suite is data, not code: `evals/<name>/suite.yaml` names its task YAML(s), where its data sets
-live (`toy`: a path inside the toy world's data dir; `english`: a path relative to the folder),
+live (`toy`: a path inside the toy world's data dir; `english`: a path relative to the folder,
+or `shared:<path>` inside the shared data folder beside the repository, for public suites whose
+data the project references but does not copy),
 whether prompts go through the chat template, and how per-sample scores become summary metrics.
 Adding a folder adds a suite; nothing here changes. See `evals/README.md` for the format.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +30,7 @@ import yaml
 from harness.config.suite import DEFAULT_THRESHOLD, MetricSpec
 from harness.eval.judges import JudgeSpec, parse_judge
 from harness.util.errors import HarnessError
-from harness.util.files import read_jsonl
+from harness.util.files import numbered_rows, read_rows
 
 if TYPE_CHECKING:
     from harness.config.suite import SuiteMetrics
@@ -35,6 +38,8 @@ if TYPE_CHECKING:
 EVALS_DIR = Path(__file__).resolve().parents[2] / "evals"
 DATASETS = ("toy", "english")
 OUTPUT_TYPES = ("generate_until", "multiple_choice", "loglikelihood")
+OVER_BUDGET = ("error", "skip")
+SHARED = "shared:"  # a data path inside the shared data folder (`shared_dir`)
 _NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-. ]")
 
@@ -53,6 +58,7 @@ class Suite:
     max_gen_toks: dict[str, int] = field(default_factory=dict)
     judge: JudgeSpec | None = None  # who decides refusals (suites that judge replies)
     trained_items: bool = False  # asks training prompts on purpose: not contamination
+    over_budget: str = "error"  # an item that cannot fit the generation budget: error | skip
 
     @property
     def compares_base(self) -> bool:
@@ -66,13 +72,29 @@ class Suite:
                 f"suite {self.name}: no '{dataset}' data set (it has: {have}); "
                 f"add data.{dataset} to {self.path / 'suite.yaml'}"
             )
+        ref = self.data[dataset]
         if dataset == "toy":
-            path = toy_data_dir() / self.data["toy"]
+            path = toy_data_dir() / ref
+        elif ref.startswith(SHARED):
+            root = shared_dir()
+            if not root.is_dir():
+                raise HarnessError(
+                    f"suite {self.name}: data {ref} is in the shared data folder {root}, which is "
+                    "absent; check out shared/ beside the repository or set HARNESS_SHARED"
+                )
+            path = root / ref.removeprefix(SHARED)
         else:
-            path = (self.path / self.data[dataset]).resolve()
+            path = (self.path / ref).resolve()
         if not path.is_file():
             raise HarnessError(f"suite {self.name}: data file {path} not found")
         return path
+
+
+def shared_dir() -> Path:
+    """The shared data folder (public eval sets the project references but does not copy):
+    `$HARNESS_SHARED`, else `shared/` beside the repository, where CI checks it out."""
+    env = os.environ.get("HARNESS_SHARED")
+    return (Path(env).expanduser() if env else EVALS_DIR.parent.parent / "shared").resolve()
 
 
 def toy_data_dir() -> Path:
@@ -151,6 +173,7 @@ _SUITE_KEYS = {
     "max_gen_toks",
     "judge",
     "trained_items",
+    "over_budget",
 }
 _METRIC_KEYS = {
     "name",
@@ -164,6 +187,7 @@ _METRIC_KEYS = {
     "threshold",
     "label",
     "agree_by",
+    "unit",
 }
 
 
@@ -208,8 +232,14 @@ def _parse_suite(folder: Path) -> Suite:
         unknown = set(m) - _METRIC_KEYS
         if unknown:
             raise bad(f"{where}.{sorted(unknown)[0]}", "is not a known field")
-        if m.get("interval") not in (None, "wilson"):
-            raise bad(f"{where}.interval", "must be 'wilson' or absent")
+        unit = m.get("unit", "item")
+        if unit not in ("item", "part"):
+            raise bad(f"{where}.unit", "must be 'item' or 'part'")
+        intervals = {"item": "wilson", "part": "cluster"}
+        if m.get("interval") not in (None, intervals[unit]):
+            raise bad(f"{where}.interval", f"must be '{intervals[unit]}' or absent (unit {unit})")
+        if unit == "part" and (m.get("compare_base") or m.get("agree_by")):
+            raise bad(f"{where}.unit", "a 'part' metric cannot compare_base or agree_by")
         if not isinstance(m.get("where", {}), dict):
             raise bad(f"{where}.where", "must map doc fields to values")
         for flag in ("gate", "compare_base", "higher_is_better"):
@@ -228,6 +258,9 @@ def _parse_suite(folder: Path) -> Suite:
     compared = [m.by for m in metrics if m.compare_base]
     if len(compared) != len(set(compared)):
         raise bad("metrics", "at most one compare_base metric per 'by' grouping")
+    over_budget = raw.get("over_budget", "error")
+    if over_budget not in OVER_BUDGET:
+        raise bad("over_budget", f"must be one of {', '.join(OVER_BUDGET)}")
     budgets = raw.get("max_gen_toks") or {}
     if not isinstance(budgets, dict) or any(
         k not in DATASETS or isinstance(v, bool) or not isinstance(v, int) or v < 1
@@ -247,6 +280,7 @@ def _parse_suite(folder: Path) -> Suite:
         max_gen_toks=budgets,
         judge=parse_judge(raw["judge"], str(src)) if "judge" in raw else None,
         trained_items=raw.get("trained_items") is True,
+        over_budget=over_budget,
     )
     for cfg in _task_yamls(suite):
         if cfg.get("output_type") != output_type:
@@ -318,29 +352,53 @@ def generation_budget(
     return int((task.get("generation_kwargs") or {}).get("max_gen_toks") or _LM_EVAL_MAX_GEN_TOKS)
 
 
-def check_budget(data_path: Path, budget: int) -> None:
-    """Reject, one line naming file and line, an item whose constraints need a longer reply than
-    `budget` new tokens allow (`harness.eval.scorers.required_tokens`: words x 1.4, the rule is there;
-    rows in our `specs` schema or IFEval's `instruction_id_list` + `kwargs`);
-    a reply cut off by the budget would be scored as a failure of the model."""
+def tokens_needed(row: dict[str, Any]) -> int | None:
+    """New tokens a reply meeting the row's format constraints needs at least
+    (`harness.eval.scorers.required_tokens`: words x 1.4, the rule is there); rows in our `specs`
+    schema or IFEval's `instruction_id_list` + `kwargs`; None for a row without constraints."""
     from harness.eval.ifeval import row_specs
     from harness.eval.scorers import required_tokens
 
-    rows = read_jsonl(data_path)
-    lines = data_path.read_text(encoding="utf-8").splitlines()
-    numbers = [n for n, line in enumerate(lines, 1) if line.strip()]
-    for lineno, row in zip(numbers, rows, strict=True):
-        specs = row_specs(row) if "instruction_id_list" in row else row.get("specs")
-        if not isinstance(specs, list) or not specs:
+    specs = row_specs(row) if "instruction_id_list" in row else row.get("specs")
+    if not isinstance(specs, list) or not specs:
+        return None
+    # datasets pads the struct fields of all specs in a file with None: drop the padding
+    return required_tokens([{k: v for k, v in s.items() if v is not None} for s in specs])
+
+
+def check_budget(data_path: Path, budget: int, *, skip: bool = False) -> list[str]:
+    """Items whose constraints need a longer reply than `budget` new tokens allow: a reply cut
+    off by the budget would be scored as a failure of the model. By default the first is an
+    error, one line naming file and line; with `skip` (a suite's `over_budget: skip`, for a
+    public data set the project cannot edit) their ids are returned, to be left out."""
+    over = []
+    for lineno, row in numbered_rows(data_path):
+        need = tokens_needed(row)
+        if need is None or need <= budget:
             continue
-        need = required_tokens(specs)
-        if need > budget:
-            item = row.get("id", row.get("key"))
-            raise HarnessError(
-                f"{data_path}:{lineno}: item {item} needs about {need} new tokens but the "
-                f"generation budget is {budget}; raise --max-new-tokens / eval.max_new_tokens or "
-                "the task's max_gen_toks, or shorten the item"
-            )
+        item = row.get("id", row.get("key"))
+        if skip:
+            over.append(str(item))
+            continue
+        raise HarnessError(
+            f"{data_path}:{lineno}: item {item} needs about {need} new tokens but the "
+            f"generation budget is {budget}; raise --max-new-tokens / eval.max_new_tokens or "
+            "the task's max_gen_toks, or shorten the item"
+        )
+    return over
+
+
+def over_budget_items(suite: Suite, dataset: str, max_new_tokens: int | None) -> int:
+    """How many items a suite with `over_budget: skip` leaves out at this generation budget
+    (each task's count, summed), so a run can say what it did not ask."""
+    if suite.over_budget != "skip":
+        return 0
+    path = suite.data_path(dataset)
+    return sum(
+        len(check_budget(path, generation_budget(suite, dataset, cfg, max_new_tokens), skip=True))
+        for cfg in _task_yamls(suite)
+        if cfg["output_type"] == "generate_until"
+    )
 
 
 def task_configs(
@@ -351,21 +409,23 @@ def task_configs(
     stop: list[str],
 ) -> dict[str, tuple[dict[str, Any], TaskRef]]:
     """lm-eval task dicts for one suite: absolute path of the `dataset` data, the generation
-    budget (`generation_budget`; items that cannot fit it are rejected) and stop strings, and
-    one task per value of `split_by` (so `limit` applies per task)."""
+    budget (`generation_budget`; items that cannot fit it are rejected, or left out when the
+    suite says `over_budget: skip`) and stop strings, and one task per value of `split_by` (so
+    `limit` applies per task)."""
     data_path = suite.data_path(dataset)
     out: dict[str, tuple[dict[str, Any], TaskRef]] = {}
     values: list[Any] = [None]
     if suite.split_by:
-        rows = read_jsonl(data_path)
+        rows = read_rows(data_path)
         values = list(dict.fromkeys(r.get(suite.split_by) for r in rows))
         if None in values:
             raise HarnessError(f"{data_path}: some rows lack the '{suite.split_by}' field")
     for cfg in _task_yamls(suite):
         base_name = str(cfg["task"])
         budget = generation_budget(suite, dataset, cfg, max_new_tokens)
+        skip = suite.over_budget == "skip"
         if cfg["output_type"] == "generate_until":
-            check_budget(data_path, budget)
+            check_budget(data_path, budget, skip=skip)
         for value in values:
             c = dict(cfg)
             kwargs = dict(c.get("dataset_kwargs") or {})
@@ -379,6 +439,7 @@ def task_configs(
                 field=suite.split_by,
                 value=value,
                 interleave=suite.interleave_by,
+                budget=budget if skip and cfg["output_type"] == "generate_until" else None,
             )
             if c["output_type"] == "generate_until":
                 gen = dict(c.get("generation_kwargs") or {})
@@ -393,10 +454,18 @@ def task_configs(
     return out
 
 
-def select_docs(dataset, *, then=None, field=None, value=None, interleave=None, seed=0):
-    """process_docs wrapper: the suite's own hook, then keep rows with `field == value`, then
-    put the rows in a seeded stratified order, so lm-eval's `limit` (the first N docs) is a
-    stratified sample instead of the first N lines of a file sorted by category.
+def item_id(row: dict[str, Any], default: Any) -> Any:
+    """An item's own id: `id`, or `key` (IFEval's rows), else `default` (its position)."""
+    return row.get("id", row.get("key", default))
+
+
+def select_docs(
+    dataset, *, then=None, field=None, value=None, interleave=None, budget=None, seed=0
+):
+    """process_docs wrapper: the suite's own hook, then keep rows with `field == value` (and,
+    with a `budget`, rows whose constraints fit it: `tokens_needed`), then put the rows in a
+    seeded stratified order, so lm-eval's `limit` (the first N docs) is a stratified sample
+    instead of the first N lines of a file sorted by category.
 
     Strata are the values of the suite's `interleave_by` field path (e.g. `label`,
     `specs.type`), and within each, a `category` field when rows have one. Each stratum's
@@ -406,10 +475,15 @@ def select_docs(dataset, *, then=None, field=None, value=None, interleave=None, 
     if then is not None:
         dataset = then(dataset)
     rows = dataset.to_list()
-    idx = [i for i, r in enumerate(rows) if not field or r.get(field) == value]
+    idx = [
+        i
+        for i, r in enumerate(rows)
+        if (not field or r.get(field) == value)
+        and (budget is None or (tokens_needed(r) or 0) <= budget)
+    ]
 
     def shuffled(i: int) -> str:
-        return hashlib.sha256(f"{seed}:{rows[i].get('id', i)}".encode()).hexdigest()
+        return hashlib.sha256(f"{seed}:{item_id(rows[i], i)}".encode()).hexdigest()
 
     def spread(members: list[int], path: str | None, inner=None) -> list[int]:
         """Group by `path`, order each group (by `inner`, else shuffled), spread evenly."""
@@ -500,13 +574,13 @@ def group_values(suite: Suite, spec: MetricSpec, dataset: str, extra_tasks=()) -
     `split_by` values, or the task names) for `by: task`, else the doc field's values."""
     if spec.by == "task":
         if suite.split_by:
-            rows = read_jsonl(suite.data_path(dataset))
+            rows = read_rows(suite.data_path(dataset))
             values = [r.get(suite.split_by) for r in rows]
         else:
             values = [cfg.get("task") for cfg in _task_yamls(suite)]
         values += list(extra_tasks)
     else:
-        rows = read_jsonl(suite.data_path(dataset))
+        rows = read_rows(suite.data_path(dataset))
         values = [
             v
             for r in rows
@@ -527,7 +601,7 @@ def summary_names(suite: Suite, dataset: str, extra_tasks: list[str] | tuple = (
         for g in groups:
             prefix = (suite.name, *g)
             names.append(metric_name(*prefix, m.name))
-            if m.interval == "wilson":
+            if m.interval is not None:
                 names += [
                     metric_name(*prefix, m.name + "_low"),
                     metric_name(*prefix, m.name + "_high"),
