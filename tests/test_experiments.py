@@ -60,7 +60,12 @@ def test_real_study_is_lora_and_full_times_four_mixes_on_the_real_suites():
         (p["peft.enabled"], p["data.sources.gsm8k.weight"] > 0, safety_share(p)) for p in points
     }
     for lora in (True, False):  # general alone, + 3% and + 10% safety, narrow alone
-        assert {(lora, False, 0.0), (lora, False, 0.03), (lora, False, 0.1), (lora, True, 0.0)} <= mixes
+        assert {
+            (lora, False, 0.0),
+            (lora, False, 0.03),
+            (lora, False, 0.1),
+            (lora, True, 0.0),
+        } <= mixes
     narrow = [p for p in points if p["data.sources.gsm8k.weight"] > 0]
     assert all(p["data.sources.hh_helpful.weight"] == 0 for p in narrow)
     assert {"forgetting", "xstest", "ifeval"} <= set(exp.eval.suites)
