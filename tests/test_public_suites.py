@@ -133,3 +133,16 @@ def test_bad_part_metric_names_the_field(tmp_path) -> None:
     )
     with pytest.raises(HarnessError, match=r"metrics\.1\.interval: must be 'cluster'"):
         load_suite("parts", [folder])
+
+
+def test_bad_over_budget_names_the_field(tmp_path) -> None:
+    folder = tmp_path / "skips"
+    folder.mkdir()
+    text = load_suite("ifeval").path.joinpath("suite.yaml").read_text()
+    (folder / "suite.yaml").write_text(
+        text.replace("name: ifeval", "name: skips").replace(
+            "over_budget: skip", "over_budget: drop"
+        )
+    )
+    with pytest.raises(HarnessError, match=r"suite\.yaml: over_budget: must be one of error, skip"):
+        load_suite("skips", [folder])
