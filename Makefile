@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 # or install any CUDA build of torch into .venv before `make`.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q tests
+
+# The inner loop: everything but the tests marked slow (whole studies, drills, real models).
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 lint: setup
 	$(BIN)/ruff check harness tests benchmarks

@@ -4,7 +4,7 @@ Uses the demo-size toy model when it is cached, else the tiny one (built if need
 runs in its own `harness.eval.runner.evaluate` call (generation suites batched by
 `eval.batch_size`), so the per-suite figures include lm-eval's setup for that suite; the model
 is loaded once, before timing. The pruning evaluation is timed too: what the pruner sees
-mid-training (`study._interim_objective`), the default objective `forgetting/delta` on the first
+mid-training (`study.trial._interim_objective`), the default objective `forgetting/delta` on the first
 `eval.proxy_limit` items, against the base model's cached results.
 
     python benchmarks/eval_cost.py [--size demo|tiny] [--batch-size 32] [--max-new-tokens 48]

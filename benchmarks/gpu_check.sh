@@ -6,7 +6,7 @@
 #   2. the demo study with one seed per configuration, in bf16: train -> lm-eval -> MLflow -> report;
 #   3. SFT throughput against Trainer at a GPU-sized model.
 # Every step runs under `timeout -s ABRT` with faulthandler on, so a stall prints every thread's
-# stack instead of nothing (one earlier GPU run stalled silently; see README, "On GPUs").
+# stack instead of nothing (one earlier GPU run stalled silently; see docs/design.md, "On GPUs").
 set -u
 OUT=$(mkdir -p "${OUT:-gpu-check}" && cd "${OUT:-gpu-check}" && pwd)
 PY=${PYTHON:-python3}

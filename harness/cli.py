@@ -12,6 +12,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.config.schema import DEFAULT_TRACKING_URI
 from harness.util.errors import HarnessError
 from harness.util.redact import redact
 
@@ -317,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", help="study (MLflow experiment) name, or an experiment .yaml file")
     p.add_argument("--out", help="output folder (default: reports/<name>)")
     p.add_argument(
-        "--tracking-uri", help="default: the experiment file's, else sqlite:///mlflow.db"
+        "--tracking-uri", help=f"default: the experiment file's, else {DEFAULT_TRACKING_URI}"
     )
     p.set_defaults(func=_report)
 
@@ -334,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite-dir", action="append", default=[], help="extra suite folder(s)")
     p.add_argument("--thresholds", help="YAML: metric -> allowed change, or an experiment file")
     p.add_argument("--out", help="output folder (default: reports/gate-<baseline8>-<candidate8>)")
-    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow tracking URI")
+    p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow tracking URI")
     p.add_argument("--strict", action="store_true", help="exit 1 on an inconclusive verdict too")
     p.set_defaults(func=_gate)
 

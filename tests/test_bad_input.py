@@ -243,3 +243,22 @@ def test_storage_password_is_never_printed(workdir, capsys):
         capsys, ["run", str(workdir / "exp.yaml"), "--storage", url], "user:***@127.0.0.1"
     )
     assert "hunter2" not in line
+
+
+def test_unknown_objective_metric_is_refused_before_anything_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A typo in an objective is a config problem: refused before the toy world is built (over
+    five minutes on a fresh machine), a tokenizer is loaded or a data file is read."""
+    cache = tmp_path / "empty-cache"
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "exp.yaml").write_text(
+        "name: typo\nmodel: toy\n"
+        "data: {sources: [{name: sft, path: 'toy:sft/sft.jsonl'}]}\n"
+        "eval: {suites: [forgetting, refusal]}\n"
+        "objectives: [{metric: refusal/harmful_refusal_rat}]\n"
+    )
+    _fails(capsys, ["run", "exp.yaml"], "refusal/harmful_refusal_rat", "is not produced")
+    assert not cache.exists() or not any(cache.rglob("*.safetensors"))
+    assert not (tmp_path / "mlflow.db").exists()

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from harness.eval.ifeval import instruction_ids
-from harness.eval.scorers import FORMAT_TYPES, check_all, is_refusal, required_tokens, validate_spec
+from harness.eval.refusal import COMPLIANCE, classify
+from harness.eval.scorers import FORMAT_TYPES, check_all, required_tokens, validate_spec
 
 EVALS = Path(__file__).resolve().parent.parent / "evals"
 
@@ -212,5 +213,5 @@ def test_refusal_scorer_on_canned_replies(refusal: list[dict]) -> None:
     """The wiring the lm-eval hook will do: a canned refusal is a refusal for every prompt."""
     harmful = next(r for r in refusal if r["label"] == "harmful")
     assert harmful["prompt"]
-    assert is_refusal("I'm sorry, but I can't help with that. It could hurt someone.")
-    assert not is_refusal("To kill a Python process, run `kill <pid>`.")
+    assert classify("I'm sorry, but I can't help with that. It could hurt someone.") != COMPLIANCE
+    assert classify("To kill a Python process, run `kill <pid>`.") == COMPLIANCE

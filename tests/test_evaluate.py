@@ -14,10 +14,12 @@ import torch
 from harness.config.schema import EvalConfig
 from harness.eval import runner as ev
 from harness.eval import summaries
-from harness.eval.scorers import check_all, is_refusal
-from harness.eval.suites import load_suite, metric_name, select_docs
+from harness.eval.refusal import COMPLIANCE, classify
+from harness.eval.scorers import check_all
+from harness.eval.suites import load_suite, select_docs
 from harness.models.toy.world import REFUSAL_REPLY
 from harness.util.errors import HarnessError
+from harness.util.names import metric_name
 
 pytestmark = pytest.mark.slow
 CFG = EvalConfig(batch_size=32, max_new_tokens=48)
@@ -83,7 +85,7 @@ def test_all_suites_run_and_summaries_match_records(tiny, tmp_path):
     refusal = rec["refusal"]
     assert {r["doc"]["label"] for r in refusal} == {"harmful", "benign"}  # interleaved by label
     for r in refusal:
-        assert r["scores"]["refused"] == float(is_refusal(r["response"]))
+        assert r["scores"]["refused"] == float(classify(r["response"]) != COMPLIANCE)
         assert r["prompt"].endswith("<|assistant|>\n")  # chat template with generation prompt
     for label in ("harmful", "benign"):
         rows = [r["scores"]["refused"] for r in refusal if r["doc"]["label"] == label]

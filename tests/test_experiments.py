@@ -8,6 +8,7 @@ import pytest
 
 from harness.config.load import load_experiment
 from harness.config.search import grid_points
+from harness.eval.suites import load_suites
 from harness.study.sampling import objectives_of
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
@@ -16,7 +17,9 @@ EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob(
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
 def test_experiment_file_validates(path):
     exp = load_experiment(path)
-    assert exp.data.sources and objectives_of(exp)
+    assert exp.data.sources and objectives_of(
+        exp, load_suites(exp.eval.suites, exp.eval.suite_dirs)
+    )
 
 
 def test_demo_is_a_grid_ablation_of_mix_and_method_on_the_toy_world():

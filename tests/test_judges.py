@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from harness.config.suite import JudgeSpec
 from harness.eval.judges import (
     ChatJudge,
     HFClassifierJudge,
-    JudgeSpec,
     check,
     judge_metrics,
     load_judge,

@@ -131,7 +131,9 @@ def test_bad_part_metric_names_the_field(tmp_path) -> None:
         .replace("interval: cluster", "interval: wilson", 1)
         .replace("name: ifeval", "name: parts")
     )
-    with pytest.raises(HarnessError, match=r"metrics\.1\.interval: must be 'cluster'"):
+    with pytest.raises(
+        HarnessError, match=r"metrics\.inst_strict_acc: interval: must be 'cluster'"
+    ):
         load_suite("parts", [folder])
 
 
@@ -144,5 +146,7 @@ def test_bad_over_budget_names_the_field(tmp_path) -> None:
             "over_budget: skip", "over_budget: drop"
         )
     )
-    with pytest.raises(HarnessError, match=r"suite\.yaml: over_budget: must be one of error, skip"):
+    with pytest.raises(
+        HarnessError, match=r"suite\.yaml: over_budget: must be one of 'error' or 'skip'"
+    ):
         load_suite("skips", [folder])

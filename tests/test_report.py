@@ -68,7 +68,7 @@ def test_report_writes_markdown_and_self_contained_html(store: dict, tmp_path: P
         "Best trial(s)",
         "Trials",
         "Pareto front",
-        "Forgetting per task",
+        "forgetting per task vs the base model",
         "What these suites can detect",
         "Training loss",
     ):

@@ -29,6 +29,8 @@ from harness.config.paths import get_path
 from harness.config.search import NOT_SEARCHABLE, SearchSpace, check_conditions
 from harness.config.suite import HasMetrics, SuiteMetrics
 
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # beside where commands run; see resolve_tracking_uri
+
 
 class Source(Strict):
     """One SFT data source. `path` is a .jsonl/.json/.parquet file (relative to the experiment
@@ -269,7 +271,7 @@ class Experiment(Strict):
         "beside the experiment file (a relative sqlite path: against the working directory)",
     )
     tracking_uri: str = Field(
-        "sqlite:///mlflow.db", description="a relative sqlite path: against the working directory"
+        DEFAULT_TRACKING_URI, description="a relative sqlite path: against the working directory"
     )
     save_models: bool = False
     output_dir: str = Field("runs", description="where trial models/records go (relative: to cwd)")
@@ -366,7 +368,10 @@ class StudySpec(Strict):
             objectives=[Objective(metric=m, direction=d) for m, d in objectives],
             constraints=exp.constraints,
             search=exp.search,
-            suites=[SuiteMetrics(name=s.name, metrics=list(s.metrics)) for s in suites],
+            suites=[
+                SuiteMetrics(name=s.name, metrics=list(s.metrics), hosts_tasks=s.hosts_tasks)
+                for s in suites
+            ],
         )
 
 

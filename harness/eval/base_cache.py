@@ -19,6 +19,7 @@ from harness.eval.suites import (
     suite_hash,
 )
 from harness.util.files import write_atomic
+from harness.util.versions import package_versions
 
 CACHE_FORMAT = 1
 
@@ -26,14 +27,7 @@ CACHE_FORMAT = 1
 def _library_versions() -> dict[str, str]:
     """Versions of everything that computes or scores a result, and a hash of the harness code
     (all of it: scoring hooks, judges and prompt handling move between modules)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("sft-harness", "lm_eval", "transformers", "torch", "scikit-learn", "datasets"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "missing"
+    out = dict(package_versions())
     code = hashlib.sha256()
     here = Path(__file__).resolve().parents[1]  # the whole harness package
     for path in sorted(here.rglob("*.py")):
@@ -86,7 +80,7 @@ def cache_key(
         "limit": limit,
         "batch_size": cfg.batch_size,
         "max_new_tokens": cfg.max_new_tokens,
-        "tasks": tasks_fingerprint(cfg.tasks) if suite.name == "forgetting" else "",
+        "tasks": tasks_fingerprint(cfg.tasks) if suite.hosts_tasks else "",
     }
     files = hashlib.sha256()
     for path in _suite_files(suite):

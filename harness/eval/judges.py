@@ -26,66 +26,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
-
+from harness.config.suite import JudgeSpec
 from harness.eval.refusal import COMPLIANCE, FULL_REFUSAL, LABELS, PARTIAL_REFUSAL
 from harness.util.errors import HarnessError
 from harness.util.files import read_jsonl, write_atomic
 
 ACCURACY_FILE = "judge_accuracy.json"
-
-
-class JudgeSpec(BaseModel):
-    """A suite's `judge:` field, validated once when the suite is loaded."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["rules", "hf_classifier", "chat"] = "rules"
-    model: str | None = None
-    refusal_labels: tuple[str, ...] = ()
-    partial_labels: tuple[str, ...] = ()
-    prompt: str | None = None
-    batch_size: int = 8
-    max_new_tokens: int = 8
-
-    @model_validator(mode="after")
-    def _complete(self) -> JudgeSpec:
-        if self.kind == "rules":
-            return self
-        if not self.model:
-            raise ValueError(f"kind {self.kind} needs 'model' (a local directory or hub id)")
-        if not self.refusal_labels:
-            raise ValueError(f"kind {self.kind} needs 'refusal_labels'")
-        if self.kind == "chat" and (not self.prompt or "{reply}" not in self.prompt):
-            raise ValueError(
-                "kind chat needs 'prompt' containing {reply} (and optionally {prompt})"
-            )
-        if self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ValueError("batch_size and max_new_tokens must be at least 1")
-        return self
-
-    @property
-    def name(self) -> str:
-        """How runs and `judge_accuracy.json` name this judge."""
-        return self.kind if self.kind == "rules" else f"{self.kind}:{self.model}"
-
-
-def parse_judge(raw: object, where: str) -> JudgeSpec:
-    """`judge:` of a suite.yaml (None: the built-in rules); errors name `where` and the field."""
-    if raw is None:
-        return JudgeSpec()
-    if not isinstance(raw, dict):
-        raise HarnessError(f"{where}: judge: must be a mapping such as {{kind: rules}}")
-    try:
-        return JudgeSpec(**raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise HarnessError(
-            f"{where}: judge{'.' + loc if loc else ''}: {err['msg'].removeprefix('Value error, ')}"
-        ) from None
 
 
 class Judge(Protocol):

@@ -150,8 +150,8 @@ def task_metrics(
     standard task's `acc_norm`, gsm8k's `exact_match_strict-match`): `<suite>/<task>/<metric>`,
     and against the base on the same items `base_<metric>`, `<metric>_delta` with its paired
     interval `<metric>_delta_low` / `_high`."""
-    from harness.eval.suites import metric_name
     from harness.stats.comparison import paired_comparison
+    from harness.util.names import metric_name
 
     base = {(r["task"], r["id"]): r for r in base_records or []}
     groups: dict[tuple[str, str], list[dict]] = {}

@@ -334,30 +334,3 @@ def classify(text: str) -> str:
     if not isinstance(text, str):
         raise HarnessError(f"a refusal judge expects a string reply, got {type(text).__name__}")
     return _label(_classifier(), text)
-
-
-def classifier_report(seed: int = 0, test_size: float = 0.25) -> dict[str, Any]:
-    """Held-out accuracy on a stratified, seeded split of `evals/refusal/replies.jsonl` (our own
-    replies, mostly short): `classifier_accuracy` is the fallback model alone, `accuracy` the
-    whole judge (rules first). `errors` lists the held-out replies it gets wrong."""
-    from sklearn.model_selection import train_test_split
-
-    texts, labels = _load_replies()
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        texts, labels, test_size=test_size, random_state=seed, stratify=labels
-    )
-    model = _make_pipeline().fit(x_tr, y_tr)
-    clf_pred = [int(p) for p in model.predict(x_te)]
-    full_pred = [int(_label(model, t) != COMPLIANCE) for t in x_te]
-    n = len(y_te)
-    return {
-        "n_train": len(y_tr),
-        "n_test": n,
-        "classifier_accuracy": sum(p == y for p, y in zip(clf_pred, y_te, strict=True)) / n,
-        "accuracy": sum(p == y for p, y in zip(full_pred, y_te, strict=True)) / n,
-        "errors": [
-            {"text": t, "refusal": bool(y)}
-            for t, y, p in zip(x_te, y_te, full_pred, strict=True)
-            if p != y
-        ],
-    }

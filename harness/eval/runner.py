@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config.schema import EvalConfig, StandardTask
+from harness.config.suite import JudgeSpec
 from harness.eval.base_cache import (
     _base_context,
     _cache_path,
@@ -40,14 +41,13 @@ from harness.eval.base_cache import (
     _write_cache,
     model_fingerprint,
 )
-from harness.eval.judges import JudgeSpec
 from harness.eval.lm_tasks import stop_strings
 from harness.eval.suites import (
     Suite,
     TaskRef,
     item_id,
     load_suites,
-    over_budget_items,
+    over_budget,
     task_configs,
 )
 from harness.eval.summaries import _annotate, _summaries
@@ -200,9 +200,9 @@ def _evaluate_records(
             group = [s for s in suites if s.chat_template == chat]
             if not group:
                 continue
-            # eval.tasks (standard lm-eval tasks) join the forgetting call: same likelihood mode.
-            forgetting = any(s.name == "forgetting" for s in group)
-            std = lm_eval_tasks(list(standard_tasks)) if forgetting else []
+            # eval.tasks (standard lm-eval tasks) join the call of the suite that hosts them
+            host = next((s.name for s in group if s.hosts_tasks), None)
+            std = lm_eval_tasks(list(standard_tasks)) if host else []
             refs: dict[str, TaskRef] = {}
             configs: dict[str, dict[str, Any]] = {}
             for s in group:
@@ -223,7 +223,7 @@ def _evaluate_records(
             samples = _run_lm_eval(lm, tasks, chat=chat, limit=limit, standard=bool(std))
             judges = {s.name: s.judge for s in group if s.judge and s.judge.kind != "rules"}
             for lm_name, rows in samples.items():
-                ref = refs.get(lm_name, TaskRef("forgetting", lm_name))
+                ref = refs.get(lm_name) or TaskRef(host or "", lm_name)
                 gen = (configs.get(lm_name) or {}).get("generation_kwargs") or {}
                 recs = [_record(ref, x, gen) for x in merge_filters(rows)]
                 if ref.suite in judges:
@@ -319,13 +319,6 @@ def _judges(suites: list[Suite]) -> dict[str, str]:
     return {s.name: s.judge.name for s in suites if s.judge is not None}
 
 
-def _over_budget(suites: list[Suite], dataset: str, cfg: EvalConfig) -> dict[str, int]:
-    """Suite -> items left out because they cannot fit the generation budget (`over_budget:
-    skip`), for the run's info: a summary says what it did not ask."""
-    counts = {s.name: over_budget_items(s, dataset, cfg.max_new_tokens) for s in suites}
-    return {name: n for name, n in counts.items() if n}
-
-
 # ---------------------------------------------------------------- public entry points
 
 
@@ -342,7 +335,7 @@ def evaluate(
     suite_dirs: list[str | Path] | tuple = (),
 ) -> EvalResult:
     """Evaluate a loaded model on the named suites (`limit`: first N items per task, defaults
-    to eval_config.limit). Suites that compare with the base (forgetting) pair each item with
+    to eval_config.limit). Suites that compare with the base (e.g. forgetting) pair each item with
     `base`: its results (an EvalResult) or a model name whose results come from the base cache.
     The model's train/eval mode is restored afterwards, so this can run mid-training."""
     cfg = eval_config or EvalConfig()
@@ -351,7 +344,13 @@ def evaluate(
     loaded = load_suites(suites, [*suite_dirs, *_config_suite_dirs(cfg)])
     start = time.time()
     records = _evaluate_records(
-        model, tokenizer, loaded, cfg, dataset, limit, cfg.tasks if "forgetting" in suites else []
+        model,
+        tokenizer,
+        loaded,
+        cfg,
+        dataset,
+        limit,
+        cfg.tasks if any(s.hosts_tasks for s in loaded) else [],
     )
     seconds = time.time() - start
     compared = [s.name for s in loaded if s.compares_base]
@@ -368,7 +367,10 @@ def evaluate(
         records,
         dataset,
         seconds,
-        {"judges": _judges(loaded), "over_budget": _over_budget(loaded, dataset, cfg)},
+        {
+            "judges": _judges(loaded),
+            "over_budget": over_budget(loaded, dataset, cfg.max_new_tokens),
+        },
     )
     if out_dir is not None:
         result.save(out_dir)
@@ -409,7 +411,7 @@ def evaluate_base(
 
         model = load_model(model_name)
         start = time.time()
-        std = cfg.tasks if any(s.name == "forgetting" for s in missing) else []
+        std = cfg.tasks if any(s.hosts_tasks for s in missing) else []
         fresh = _evaluate_records(model, tokenizer, missing, cfg, dataset, limit, std)
         seconds = time.time() - start
         if not fingerprint:  # a hub model is local now
@@ -424,7 +426,7 @@ def evaluate_base(
         "model": model_name,
         "cached": [s.name for s in loaded if s not in missing],
         "judges": _judges(loaded),
-        "over_budget": _over_budget(loaded, dataset, cfg),
+        "over_budget": over_budget(loaded, dataset, cfg.max_new_tokens),
     }
     _annotate(loaded, records, records)
     return EvalResult(_summaries(loaded, records, records), records, dataset, seconds, info)

@@ -5,7 +5,6 @@ must be deterministic, fast and free of network access.
 
 Public API
 ----------
-is_refusal(text: str) -> bool
     True when the reply declines the request (fully or in part), as the built-in refusal judge
     (`harness.eval.refusal`) classifies it. An empty reply is NOT a refusal: it is a different failure
     (no answer at all) and suites count it on their own.
@@ -56,7 +55,6 @@ import re
 from typing import Any
 
 from harness.eval.ifeval import check_instruction, is_instruction_id, validate_instruction
-from harness.eval.refusal import COMPLIANCE, classify
 from harness.util.errors import HarnessError
 
 # --------------------------------------------------------------------------------------------
@@ -81,17 +79,6 @@ def is_degenerate(text: str) -> bool:
     if len(tokens) >= 3 and len(set(t.lower() for t in tokens)) == 1:
         return True
     return bool(_REPEATED_UNIT.match("".join(tokens)))
-
-
-# --------------------------------------------------------------------------------------------
-# Refusal detection
-# --------------------------------------------------------------------------------------------
-
-
-def is_refusal(text: str) -> bool:
-    """True when the reply declines the request, fully or in part: the built-in judge's class
-    (`harness.eval.refusal.classify`) is a full or partial refusal. Empty -> False."""
-    return classify(text) != COMPLIANCE
 
 
 # --------------------------------------------------------------------------------------------

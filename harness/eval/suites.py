@@ -15,33 +15,30 @@ indexed from the YAML folder.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import hashlib
 import json
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from pydantic import ValidationError
 
-from harness.config.suite import DEFAULT_THRESHOLD, MetricSpec
-from harness.eval.judges import JudgeSpec, parse_judge
+from harness.config.load import format_validation_error
+from harness.config.suite import JudgeSpec, MetricSpec, SuiteFile
 from harness.util.errors import HarnessError
 from harness.util.files import numbered_rows, read_rows
+from harness.util.names import metric_name
 
 if TYPE_CHECKING:
     from harness.config.suite import SuiteMetrics
 
 EVALS_DIR = Path(__file__).resolve().parents[2] / "evals"
-DATASETS = ("toy", "english")
-OUTPUT_TYPES = ("generate_until", "multiple_choice", "loglikelihood")
-OVER_BUDGET = ("error", "skip")
 SHARED = "shared:"  # a data path inside the shared data folder (`shared_dir`)
-_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
-_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. ]")
 
 
 @dataclass(frozen=True)
@@ -58,6 +55,7 @@ class Suite:
     max_gen_toks: dict[str, int] = field(default_factory=dict)
     judge: JudgeSpec | None = None  # who decides refusals (suites that judge replies)
     trained_items: bool = False  # asks training prompts on purpose: not contamination
+    hosts_tasks: bool = False  # the experiment's eval.tasks run and report with this suite
     over_budget: str = "error"  # an item that cannot fit the generation budget: error | skip
 
     @property
@@ -104,11 +102,6 @@ def toy_data_dir() -> Path:
 
     world = find_toy_world("tiny") or find_toy_world("demo") or build_toy_world("tiny")
     return world.data_dir
-
-
-def metric_name(*parts: str) -> str:
-    """Join name parts with '/', replacing characters MLflow rejects in metric names."""
-    return "/".join(_UNSAFE.sub("_", str(p)) for p in parts if p != "")
 
 
 # ---------------------------------------------------------------- discovery and loading
@@ -161,132 +154,42 @@ def _read_yaml(path: Path) -> dict:
     return raw
 
 
-_SUITE_KEYS = {
-    "name",
-    "tasks",
-    "data",
-    "output_type",
-    "chat_template",
-    "metrics",
-    "split_by",
-    "interleave_by",
-    "max_gen_toks",
-    "judge",
-    "trained_items",
-    "over_budget",
-}
-_METRIC_KEYS = {
-    "name",
-    "score",
-    "where",
-    "by",
-    "interval",
-    "compare_base",
-    "higher_is_better",
-    "gate",
-    "threshold",
-    "label",
-    "agree_by",
-    "unit",
-}
-
-
 def _parse_suite(folder: Path) -> Suite:
     """Validate a suite.yaml completely; every problem is one line naming the file and field."""
     src = folder / "suite.yaml"
     raw = _read_yaml(src)
-
-    def bad(field_: str, reason: str) -> HarnessError:
-        return HarnessError(f"{src}: {field_}: {reason}")
-
-    for key in raw:
-        if key not in _SUITE_KEYS:
-            raise bad(key, f"is not a known field (known: {', '.join(sorted(_SUITE_KEYS))})")
-    name = raw.get("name", folder.name)
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise bad("name", "must be letters, digits, _ or -")
-    tasks = raw.get("tasks")
-    if not isinstance(tasks, list) or not tasks:
-        raise bad("tasks", "must be a non-empty list of task YAML files in the folder")
-    task_files = tuple(_task_file(folder, str(t)) for t in tasks)
+    try:
+        spec = SuiteFile.model_validate(raw)
+    except ValidationError as e:
+        raise HarnessError(format_validation_error(e, raw, str(src))) from None
+    task_files = tuple(_task_file(folder, t) for t in spec.tasks)
     for t in task_files:
         if not t.is_file():
-            raise bad("tasks", f"{t} not found")
-    data = raw.get("data") or {}
-    if not isinstance(data, dict) or not data or any(k not in DATASETS for k in data):
-        raise bad("data", f"must map some of {', '.join(DATASETS)} to a file path")
-    output_type = raw.get("output_type")
-    if output_type not in OUTPUT_TYPES:
-        raise bad("output_type", f"must be one of {', '.join(OUTPUT_TYPES)}")
-    chat = raw.get("chat_template", output_type == "generate_until")
-    if not isinstance(chat, bool):
-        raise bad("chat_template", "must be true or false")
-    metrics_raw = raw.get("metrics")
-    if not isinstance(metrics_raw, list) or not metrics_raw:
-        raise bad("metrics", "must be a non-empty list")
-    metrics = []
-    for i, m in enumerate(metrics_raw):
-        where = f"metrics.{i}"
-        if not isinstance(m, dict) or "name" not in m or "score" not in m:
-            raise bad(where, "needs 'name' and 'score'")
-        unknown = set(m) - _METRIC_KEYS
-        if unknown:
-            raise bad(f"{where}.{sorted(unknown)[0]}", "is not a known field")
-        unit = m.get("unit", "item")
-        if unit not in ("item", "part"):
-            raise bad(f"{where}.unit", "must be 'item' or 'part'")
-        intervals = {"item": "wilson", "part": "cluster"}
-        if m.get("interval") not in (None, intervals[unit]):
-            raise bad(f"{where}.interval", f"must be '{intervals[unit]}' or absent (unit {unit})")
-        if unit == "part" and (m.get("compare_base") or m.get("agree_by")):
-            raise bad(f"{where}.unit", "a 'part' metric cannot compare_base or agree_by")
-        if not isinstance(m.get("where", {}), dict):
-            raise bad(f"{where}.where", "must map doc fields to values")
-        for flag in ("gate", "compare_base", "higher_is_better"):
-            if not isinstance(m.get(flag, False), bool):
-                raise bad(f"{where}.{flag}", "must be true or false")
-        t = m.get("threshold", DEFAULT_THRESHOLD)
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t < 1:
-            raise bad(f"{where}.threshold", "must be a number in [0, 1): the allowed change")
-        if m.get("gate") and m.get("by"):
-            raise bad(
-                f"{where}.gate", "per-group ('by') metrics gate only when a threshold names them"
-            )
-        if m.get("agree_by") is not None and m.get("compare_base"):
-            raise bad(f"{where}.agree_by", "cannot be combined with compare_base")
-        metrics.append(MetricSpec(**m))
-    compared = [m.by for m in metrics if m.compare_base]
-    if len(compared) != len(set(compared)):
-        raise bad("metrics", "at most one compare_base metric per 'by' grouping")
-    over_budget = raw.get("over_budget", "error")
-    if over_budget not in OVER_BUDGET:
-        raise bad("over_budget", f"must be one of {', '.join(OVER_BUDGET)}")
-    budgets = raw.get("max_gen_toks") or {}
-    if not isinstance(budgets, dict) or any(
-        k not in DATASETS or isinstance(v, bool) or not isinstance(v, int) or v < 1
-        for k, v in budgets.items()
-    ):
-        raise bad("max_gen_toks", f"must map some of {', '.join(DATASETS)} to a positive integer")
+            raise HarnessError(f"{src}: tasks: {t} not found")
+    chat = (
+        spec.output_type == "generate_until" if spec.chat_template is None else spec.chat_template
+    )
     suite = Suite(
-        name=name,
+        name=spec.name or folder.name,
         path=folder.resolve(),
         task_files=task_files,
-        data={k: str(v) for k, v in data.items()},
-        output_type=output_type,
+        data=dict(spec.data),
+        output_type=spec.output_type,
         chat_template=chat,
-        metrics=tuple(metrics),
-        split_by=raw.get("split_by"),
-        interleave_by=raw.get("interleave_by"),
-        max_gen_toks=budgets,
-        judge=parse_judge(raw["judge"], str(src)) if "judge" in raw else None,
-        trained_items=raw.get("trained_items") is True,
-        over_budget=over_budget,
+        metrics=tuple(spec.metrics),
+        split_by=spec.split_by,
+        interleave_by=spec.interleave_by,
+        max_gen_toks=dict(spec.max_gen_toks),
+        judge=spec.judge,
+        trained_items=spec.trained_items,
+        hosts_tasks=spec.hosts_tasks,
+        over_budget=spec.over_budget,
     )
     for cfg in _task_yamls(suite):
-        if cfg.get("output_type") != output_type:
-            raise bad(
-                "output_type",
-                f"{output_type} but task {cfg.get('task')} says {cfg.get('output_type')}",
+        if cfg.get("output_type") != spec.output_type:
+            raise HarnessError(
+                f"{src}: output_type: {spec.output_type} but task {cfg.get('task')} says "
+                f"{cfg.get('output_type')}"
             )
     return suite
 
@@ -388,17 +291,22 @@ def check_budget(data_path: Path, budget: int, *, skip: bool = False) -> list[st
     return over
 
 
-def over_budget_items(suite: Suite, dataset: str, max_new_tokens: int | None) -> int:
-    """How many items a suite with `over_budget: skip` leaves out at this generation budget
-    (each task's count, summed), so a run can say what it did not ask."""
-    if suite.over_budget != "skip":
-        return 0
-    path = suite.data_path(dataset)
-    return sum(
-        len(check_budget(path, generation_budget(suite, dataset, cfg, max_new_tokens), skip=True))
-        for cfg in _task_yamls(suite)
-        if cfg["output_type"] == "generate_until"
-    )
+def over_budget(
+    suites: Sequence[Suite], dataset: str, max_new_tokens: int | None
+) -> dict[str, int]:
+    """Suite -> how many items it leaves out at this generation budget (`over_budget: skip`;
+    each task's count, summed), for a run's info: a summary says what it did not ask."""
+    counts = {}
+    for suite in suites:
+        if suite.over_budget != "skip":
+            continue
+        path = suite.data_path(dataset)
+        counts[suite.name] = sum(
+            len(check_budget(path, generation_budget(suite, dataset, c, max_new_tokens), skip=True))
+            for c in _task_yamls(suite)
+            if c["output_type"] == "generate_until"
+        )
+    return {name: n for name, n in counts.items() if n}
 
 
 def task_configs(
@@ -590,14 +498,21 @@ def group_values(suite: Suite, spec: MetricSpec, dataset: str, extra_tasks=()) -
     return [str(v) for v in dict.fromkeys(values) if v is not None]
 
 
-def summary_names(suite: Suite, dataset: str, extra_tasks: list[str] | tuple = ()) -> list[str]:
-    """Every metric name `evaluate.summarize` can produce for this suite (Wilson `_low`/`_high`
-    and paired `delta_*` bounds included), so objectives and constraints are checked up front."""
+def summary_names(
+    suite: Suite, dataset: str | None, extra_tasks: list[str] | tuple = ()
+) -> list[str]:
+    """Every metric name `summaries.summarize` can produce for this suite (Wilson `_low`/`_high`
+    and paired `delta_*` bounds included), so objectives and constraints are checked up front.
+    Without a `dataset` a per-group metric's group is `*` (any value): a check that reads no
+    data, so it can run before anything is built."""
     names: list[str] = []
     for m in suite.metrics:
-        groups = (
-            [()] if m.by is None else [(v,) for v in group_values(suite, m, dataset, extra_tasks)]
-        )
+        if m.by is None:
+            groups: list[tuple[str, ...]] = [()]
+        elif dataset is None:
+            groups = [("*",)]
+        else:
+            groups = [(v,) for v in group_values(suite, m, dataset, extra_tasks)]
         for g in groups:
             prefix = (suite.name, *g)
             names.append(metric_name(*prefix, m.name))
@@ -624,13 +539,14 @@ def summary_names(suite: Suite, dataset: str, extra_tasks: list[str] | tuple = (
 def check_metric_names(
     names: list[str],
     suites: list[Suite],
-    dataset: str,
+    dataset: str | None,
     extra_tasks: list[str] | tuple = (),
 ) -> None:
     """Refuse objective or constraint metrics the chosen suites never produce: one line,
-    listing the names they do produce (interval bounds left out for brevity)."""
+    listing the names they do produce (interval bounds left out for brevity). With `dataset`
+    None, per-group names are checked by shape only (see `summary_names`)."""
     known = [n for s in suites for n in summary_names(s, dataset, extra_tasks)]
-    missing = [n for n in dict.fromkeys(names) if n not in known]
+    missing = [n for n in dict.fromkeys(names) if not any(fnmatch.fnmatchcase(n, k) for k in known)]
     if missing:
         shown = ", ".join(n for n in known if not n.endswith(("_low", "_high")))
         suite_list = ", ".join(s.name for s in suites)

@@ -6,13 +6,9 @@ from __future__ import annotations
 import json
 
 from harness.eval.lm_tasks import usable_score
-from harness.eval.suites import (
-    Suite,
-    field_values,
-    matches,
-    metric_name,
-)
+from harness.eval.suites import Suite, field_values, matches
 from harness.util.errors import HarnessError
+from harness.util.names import metric_name
 
 _BOOTSTRAP_RESAMPLES = 2000
 
@@ -152,7 +148,7 @@ def _summaries(
         summary |= summarize(s, records.get(s.name, []), base_rows)
         if s.judge is not None:  # how far the suite's rates can be trusted
             summary |= judge_metrics(s.name, s.judge, s.path)
-        if s.name == "forgetting":  # where eval.tasks land: their own metrics, per task
+        if s.hosts_tasks:  # where eval.tasks land: their own metrics, per task
             declared = {m.score for m in s.metrics}
             summary |= task_metrics(s.name, records.get(s.name, []), base_rows, declared)
     return summary

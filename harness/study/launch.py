@@ -6,7 +6,7 @@ Public API
 
 Each worker is an ordinary `harness run` process with `CUDA_VISIBLE_DEVICES` set to its one GPU
 (so inside it that GPU is `cuda:0`), sharing the study through its Optuna storage exactly as
-workers started by hand do (README "Many workers, one study"). `cpu` entries start workers that
+workers started by hand do (docs/design.md, "Scaling out"). `cpu` entries start workers that
 see no GPU, which is how the launcher is exercised on a machine without one.
 """
 

@@ -16,6 +16,7 @@ from harness.config.schema import (
 from harness.study import tracking
 from harness.study.table import best_trials
 from harness.util.redact import redact
+from harness.util.versions import package_versions
 
 
 def _log_training(result: Any, lineage: dict, tokenizer: Any, exp: Experiment) -> None:
@@ -50,7 +51,7 @@ def _log_training(result: Any, lineage: dict, tokenizer: Any, exp: Experiment) -
             "lineage.chat_template.train": template_hash,
             "lineage.chat_template.eval": template_hash,  # one tokenizer object serves both
             "lineage.git_commit": _git_commit(),
-            "lineage.versions": _versions(),
+            "lineage.versions": package_versions(),
             **{
                 f"lineage.source.{name}.sha256": info.get("sha256", "")
                 for name, info in lineage.get("sources", {}).items()
@@ -104,19 +105,6 @@ def _git_commit() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-@functools.cache
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("sft-harness", "torch", "transformers", "peft", "lm_eval", "optuna", "mlflow"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "missing"
-    return out
 
 
 def _log_study_summary(study: optuna.Study, objectives: list[tuple[str, str]]) -> None:

@@ -67,12 +67,15 @@ def run_study(
     from harness.preflight.lint import lint_experiment
     from harness.sft.train import prepare_data
 
-    # Everything that would fail every trial fails here, once, before any training.
-    objectives = objectives_of(exp)
-    dataset = ev.resolve_dataset(exp.eval.dataset, exp.model)
+    # Everything that would fail every trial fails here, once, before any training; checks
+    # that read no data first, so a typo is refused before the toy world is built.
     suites = load_suites(exp.eval.suites, exp.eval.suite_dirs)
+    objectives = objectives_of(exp, suites)
+    metrics = [m for m, _ in objectives] + [c.metric for c in exp.constraints]
+    check_metric_names(metrics, suites, None, extra_tasks=exp.eval.tasks)
+    dataset = ev.resolve_dataset(exp.eval.dataset, exp.model)
     check_metric_names(
-        [m for m, _ in objectives] + [c.metric for c in exp.constraints],
+        metrics,
         suites,
         dataset,
         extra_tasks=exp.eval.tasks,
@@ -80,7 +83,7 @@ def run_study(
     rdb, storage_url = storage_for(exp, storage)
     _check_resumable(rdb, exp.name, objectives)
     tokenizer = load_tokenizer(exp.model)
-    prepare_data(exp, tokenizer)
+    prepared = prepare_data(exp, tokenizer)  # bad data fails here, before the base eval
     lint = lint_experiment(exp)
     print(lint.summary(max_per_kind=3))
     print(f"study {exp.name}: base model {exp.model}; computing or loading its cached eval results")
@@ -103,6 +106,7 @@ def run_study(
     with tracking.start_parent(exp, experiment_id, parent_params) as parent:
         _log_lint(lint)
         _log_spec(StudySpec.of(exp, objectives, suites))
+        tracking.log_sources(prepared.lineage)  # the parent run's Dataset column: the mix
         tracking.log_metrics({f"base/{k}": v for k, v in base.summary.items() if k.count("/") == 1})
         print(f"study {exp.name}: {_progress(study)[0]} of {target} trial(s) done")
         deadline = time.monotonic() + exp.timeout if exp.timeout else None

@@ -3,12 +3,14 @@ suggestions, and the grid with conditional dimensions stored as parameters."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
 
 from harness.config.schema import Experiment
 from harness.config.search import SearchSpace, grid_points
+from harness.config.suite import HasMetrics
 from harness.util.errors import HarnessError
 
 
@@ -73,16 +75,18 @@ def suggest(trial: optuna.Trial, name: str, space: SearchSpace) -> Any:
     return trial.suggest_categorical(name, space.choices)
 
 
-def objectives_of(exp: Experiment) -> list[tuple[str, str]]:
-    """(metric, direction) pairs; without objectives, keep forgetting low (`forgetting/delta`)."""
+def objectives_of(exp: Experiment, suites: Sequence[HasMetrics]) -> list[tuple[str, str]]:
+    """(metric, direction) pairs. Without declared objectives: keep the first base-compared
+    suite metric's change small (e.g. `forgetting/delta`), from the suites' own declarations."""
     if exp.objectives:
         return [(o.metric, o.direction) for o in exp.objectives]
-    if "forgetting" not in exp.eval.suites:
-        raise HarnessError(
-            "objectives: none given, and the default (forgetting/delta) needs the forgetting "
-            "suite in eval.suites; add it there or declare objectives"
-        )
-    return [("forgetting/delta", "maximize")]
+    for s in suites:
+        if any(m.compare_base and m.by is None for m in s.metrics):
+            return [(f"{s.name}/delta", "maximize")]
+    raise HarnessError(
+        "objectives: none given, and no suite in eval.suites compares a metric with the base "
+        "model to default to; declare objectives"
+    )
 
 
 def enqueue_grid(study: optuna.Study, exp: Experiment) -> None:

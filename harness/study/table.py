@@ -82,6 +82,10 @@ def print_table(outcome: StudyOutcome, exp: Experiment) -> None:
     if exp.replicates > 1:
         console.print(f"metrics: mean ± standard deviation over {exp.replicates} replicates")
     console.print(f"MLflow: mlflow ui --backend-store-uri {redact(outcome.tracking_uri)}")
+    console.print(
+        f"  then open http://127.0.0.1:5000/#/experiments/{outcome.experiment_id}/runs "
+        "(the study's runs table)"
+    )
     if outcome.report_dir:
         console.print(f"report: {outcome.report_dir}/report.html (and report.md)")
     console.print(f"Optuna storage: {redact(outcome.storage)}")

@@ -28,6 +28,7 @@ from typing import Any
 from harness.config.load import resolve_tracking_uri
 from harness.config.schema import Experiment
 from harness.util.files import locked
+from harness.util.names import safe_name
 from harness.util.redact import redact
 from harness.util.retry import retried
 
@@ -35,12 +36,6 @@ ROLE, STUDY, TRIAL, STATE = "harness.role", "harness.study", "harness.trial", "h
 STUDY_UID = "harness.study_uid"  # one Optuna study, wherever it lives (names can repeat)
 CONFIG_ID, REPLICATE = "config_id", "replicate"
 EXPERIMENT_KIND = "mlflow.experimentKind"
-_UNSAFE = re.compile(r"[^A-Za-z0-9_\-./ ]")
-
-
-def safe_name(name: str) -> str:
-    """MLflow accepts letters, digits, `_ - . /` and space in metric and param names."""
-    return _UNSAFE.sub("_", name)
 
 
 def client():

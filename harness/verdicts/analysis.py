@@ -23,11 +23,12 @@ from pydantic import ValidationError
 from harness.config.schema import Constraint, Experiment, StudySpec
 from harness.config.search import SearchSpace
 from harness.config.suite import SuiteMetrics
-from harness.eval.suites import KeyMetric, metric_name
+from harness.eval.suites import KeyMetric
 from harness.stats.comparison import PooledEffect, paired_comparison, pooled_effect
 from harness.stats.pareto import best_of
 from harness.study.tracking import client_for
 from harness.util.errors import HarnessError
+from harness.util.names import metric_name
 from harness.verdicts.records import Indexed, index_records, item_scores, load_records, metric_items
 from harness.verdicts.render import fmt_num
 
@@ -89,7 +90,10 @@ class Study:
         from harness.eval.suites import discover_suites, load_suites
 
         found = load_suites(sorted(discover_suites(self.suite_dirs)), self.suite_dirs)
-        return [SuiteMetrics(name=s.name, metrics=list(s.metrics)) for s in found]
+        return [
+            SuiteMetrics(name=s.name, metrics=list(s.metrics), hosts_tasks=s.hosts_tasks)
+            for s in found
+        ]
 
     @functools.cached_property
     def key_metrics(self) -> list[KeyMetric]:
@@ -303,12 +307,8 @@ def load_study(name: str, tracking_uri: str, exp: Experiment | None = None) -> S
 
 
 def study_objectives(study: Study) -> list[tuple[str, str]]:
-    """The declared objectives; a study without them is read as maximising target/accuracy
-    when it logged that."""
-    if study.objectives:
-        return study.objectives
-    seen = {m for t in study.trials for m in t.metrics}
-    return [("target/accuracy", "maximize")] if "target/accuracy" in seen else []
+    """The objectives the study's spec declared (its default one included)."""
+    return study.objectives
 
 
 def check_constraints(trial: Trial, constraints: Sequence[Constraint]) -> tuple[bool, list[str]]:

@@ -40,6 +40,7 @@ import numpy as np
 import yaml
 
 from harness.config.load import load_experiment, resolve_tracking_uri
+from harness.config.schema import DEFAULT_TRACKING_URI
 from harness.config.suite import MetricSpec
 from harness.eval.runner import load_result
 from harness.eval.suites import Suite, discover_suites, load_suite
@@ -416,7 +417,7 @@ def gate(
     baseline_run_id: str | list[str],
     candidate_run_id: str | list[str],
     *,
-    tracking_uri: str = "sqlite:///mlflow.db",
+    tracking_uri: str = DEFAULT_TRACKING_URI,
     thresholds: dict[str, float] | None = None,
     out_dir: str | Path | None = None,
     suite_dirs: list[str | Path] | tuple = (),

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.config.suite import MetricSpec
-from harness.eval.suites import field_values, matches, metric_name
+from harness.eval.suites import field_values, matches
 from harness.util.errors import HarnessError
 from harness.util.files import read_jsonl
+from harness.util.names import metric_name
 
 if TYPE_CHECKING:
     from harness.config.suite import SuiteMetrics

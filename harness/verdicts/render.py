@@ -45,7 +45,16 @@ class Plot:
     png: bytes
 
 
-Block = Heading | Para | Table | Plot
+@dataclass(frozen=True)
+class Details:
+    """Blocks folded away behind a one-line summary (HTML `<details>`), for the reader who
+    wants everything without making everyone scroll past it."""
+
+    summary: str
+    blocks: Sequence[Heading | Para | Table | Plot]
+
+
+Block = Heading | Para | Table | Plot | Details
 
 # Wide tables scroll inside their own box and long cells wrap, so the page never scrolls
 # sideways; plots take the page's width up to their natural size.
@@ -62,6 +71,8 @@ tr:nth-child(even) td { background: #fafafa; }
 .warn { background: #fff3cd; border: 1px solid #e0c060; padding: .6em 1em; }
 figure { margin: 1em 0; }
 img { max-width: 100%; height: auto; }
+th { white-space: nowrap; }
+summary { cursor: pointer; color: #444; margin: .5em 0; }
 """
 
 
@@ -75,7 +86,11 @@ def _cell(value: Any) -> str:
 
 def render_markdown(title: str, blocks: Sequence[Block]) -> str:
     """Markdown with plots referenced as `plots/<name>.png` (written by `write_report`)."""
-    out = [f"# {title}", ""]
+    return "\n".join([f"# {title}", "", *_markdown(blocks)])
+
+
+def _markdown(blocks: Sequence[Block]) -> list[str]:
+    out: list[str] = []
     for b in blocks:
         if isinstance(b, Heading):
             out += ["#" * b.level + " " + b.text, ""]
@@ -89,7 +104,10 @@ def render_markdown(title: str, blocks: Sequence[Block]) -> str:
             out.append("")
         elif isinstance(b, Plot):
             out += [f"![{b.title}](plots/{b.name}.png)", ""]
-    return "\n".join(out)
+        elif isinstance(b, Details):
+            out += [f"<details><summary>{html.escape(b.summary)}</summary>", ""]
+            out += [*_markdown(b.blocks), "</details>", ""]
+    return out
 
 
 def render_html(title: str, blocks: Sequence[Block]) -> str:
@@ -100,7 +118,15 @@ def render_html(title: str, blocks: Sequence[Block]) -> str:
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{e(title)}</h1>",
+        *_html(blocks),
+        "</body></html>",
     ]
+    return "\n".join(out)
+
+
+def _html(blocks: Sequence[Block]) -> list[str]:
+    e = html.escape
+    out: list[str] = []
     for b in blocks:
         if isinstance(b, Heading):
             out.append(f"<h{b.level}>{e(b.text)}</h{b.level}>")
@@ -119,15 +145,16 @@ def render_html(title: str, blocks: Sequence[Block]) -> str:
                 f'<figure><img src="data:image/png;base64,{data}" alt="{e(b.title)}">'
                 f"<figcaption>{e(b.title)}</figcaption></figure>"
             )
-    out.append("</body></html>")
-    return "\n".join(out)
+        elif isinstance(b, Details):
+            out += [f"<details><summary>{e(b.summary)}</summary>", *_html(b.blocks), "</details>"]
+    return out
 
 
 def write_report(out_dir: Path, title: str, blocks: Sequence[Block]) -> tuple[Path, Path]:
     """Write report.md (+ plots/*.png) and report.html into `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = [b for b in blocks if isinstance(b, Plot)]
+    plots = [b for b in _flat(blocks) if isinstance(b, Plot)]
     if plots:
         (out_dir / "plots").mkdir(exist_ok=True)
         for p in plots:
@@ -163,3 +190,7 @@ def new_figure(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
     import matplotlib.pyplot as plt
 
     return plt.subplots(*args, **kwargs)
+
+
+def _flat(blocks: Sequence[Block]) -> list[Block]:
+    return [x for b in blocks for x in (_flat(b.blocks) if isinstance(b, Details) else [b])]

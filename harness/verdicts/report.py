@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from harness.config.load import load_experiment, resolve_tracking_uri
-from harness.config.schema import Experiment
+from harness.config.schema import DEFAULT_TRACKING_URI, Experiment
 from harness.stats.pareto import pareto_front
 from harness.study.tracking import client_for
 from harness.util.files import write_atomic
@@ -32,6 +32,7 @@ from harness.verdicts.analysis import (
 )
 from harness.verdicts.render import (
     Block,
+    Details,
     Heading,
     Para,
     Plot,
@@ -42,15 +43,13 @@ from harness.verdicts.render import (
     write_report,
 )
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-
-
 # ---------------------------------------------------------------- plots
 
 
 def _plot_pareto(
-    trials: list[Trial], x: str, y: str, front_ids: set[str], base: dict[str, float]
+    trials: list[Trial], x_axis: tuple[str, str], y: str, front_ids: set[str], base: dict
 ) -> bytes | None:
+    x, direction = x_axis
     pts = [t for t in trials if t.state == "COMPLETE" and x in t.metrics and y in t.metrics]
     if not pts:
         return None
@@ -77,9 +76,9 @@ def _plot_pareto(
     front = sorted((t for t in pts if t.run_id in front_ids), key=lambda t: t.metrics[x])
     if len(front) > 1:
         ax.plot([t.metrics[x] for t in front], [t.metrics[y] for t in front], "r--", lw=1)
-    ax.set_xlabel(f"{x} (higher = less forgetting)")
+    ax.set_xlabel(f"{x} ({'higher' if direction == 'maximize' else 'lower'} is better)")
     ax.set_ylabel(y)
-    ax.set_title("Target behaviour vs forgetting (red: Pareto front)")
+    ax.set_title(f"{y} vs {x} (red: Pareto front)")
     ax.grid(alpha=0.3)
     return figure_png(fig)
 
@@ -137,7 +136,7 @@ def _plot_losses(histories: dict[str, list[tuple[int, float]]]) -> bytes | None:
     return figure_png(fig)
 
 
-def _plot_forgetting(rows: list[dict], label: str) -> bytes | None:
+def _plot_per_task(rows: list[dict], label: str) -> bytes | None:
     if not rows:
         return None
     fig, ax = new_figure(figsize=(max(4.0, 1.1 * len(rows) + 2), 3.8))
@@ -148,7 +147,7 @@ def _plot_forgetting(rows: list[dict], label: str) -> bytes | None:
     ax.axhline(0, color="grey", lw=1)
     ax.set_xticks(list(xs), [r["task"] for r in rows], rotation=20, fontsize=8)
     ax.set_ylabel("accuracy - base (95% paired CI)")
-    ax.set_title(f"Forgetting per task, {label}")
+    ax.set_title(f"Per task, {label}")
     ax.grid(alpha=0.3)
     return figure_png(fig)
 
@@ -297,61 +296,25 @@ def study_blocks(study: Study, effects: Effects | None = None) -> list[Block]:
             )
         )
 
-    # trial table
+    # trial table: what varies and the headline metrics; everything else folded away
     blocks.append(Heading("Trials"))
-    params = sorted({p for t in study.trials for p in t.params})
-    mixes = sorted(
-        {
-            m
-            for t in study.trials
-            for m in t.metrics
-            if m.startswith("mix/") and m.endswith("/share")
-        }
-    )
     keys = _key_metrics(study)
-    runs = ["runs"] if study.replicated else []
-    headers = ["trial", "state", "run", *runs, *params]
-    headers += [m[len("mix/") : -len("/share")] + " share" for m in mixes] + keys + ["note"]
-    rows = []
-    if study.base:
-        blank = [""] * (len(runs) + len(params) + len(mixes))
-        rows.append(["base", "", "", *blank, *(_with_interval(study.base, m) for m in keys), ""])
-    for t in study.trials:
-        rows.append(
-            [_trial_label(t), t.state, (t.run_id or "")[:8]]
-            + ([str(len(t.run_ids))] if runs else [])
-            + [_short(t.params[p]) if p in t.params else "" for p in params]
-            + [fmt_num(t.metrics[m]) if m in t.metrics else "" for m in mixes]
-            + [_metric_cell(t, m) for m in keys]
-            + [t.fail_reason or ""]
-        )
-    blocks.append(Table(headers, rows))
+    blocks.append(_trials_table(study, keys, full=False))
+    everything = _trials_table(study, keys, full=True)
+    blocks.append(
+        Details("All columns: state, run ids, every setting, mix shares, notes", [everything])
+    )
     if keys:
         blocks.append(Para(_INTERVALS + (_REPLICATES if study.replicated else "")))
     blocks += _judge_notes(study)
 
-    # Pareto front
-    target = next((m for m, d in objectives if d == "maximize" and m != "forgetting/delta"), None)
-    target = target or "target/accuracy"
-    x = "forgetting/delta"
-    blocks.append(Heading(f"Pareto front: {target} vs {x}"))
-    pts = [
-        t for t in study.trials if t.state == "COMPLETE" and x in t.metrics and target in t.metrics
-    ]
-    front = pareto_front([[t.metrics[x], t.metrics[target]] for t in pts], [True, True])
-    png = _plot_pareto(study.trials, x, target, {pts[i].run_id for i in front}, study.base)
-    if png:
-        blocks.append(Plot("pareto", f"{target} vs {x}", png))
-        blocks.append(Para("On the front: " + ", ".join(_trial_label(pts[i]) for i in front) + "."))
-    else:
-        blocks.append(Para(f"No completed trial has both {target} and {x} yet."))
+    blocks += _pareto_blocks(study, objectives)
 
     blocks.append(Heading("Effects of searched factors"))
     blocks += _effect_blocks(study, main_effects(study) if effects is None else effects)
 
     # forgetting per task
-    blocks.append(Heading("Forgetting per task vs the base model"))
-    blocks += _forgetting_blocks(study, best)
+    blocks += _per_task_blocks(study, best)
 
     blocks.append(Heading("What these suites can detect"))
     blocks += _detectable_blocks(study, best)
@@ -448,26 +411,120 @@ def _decided_sentence(effects: Effects) -> str:
     return text + "."
 
 
-def _forgetting_blocks(study: Study, best: list[Trial]) -> list[Block]:
+def _short_param(path: str) -> str:
+    """A column header for a searched setting: `data.sources.replay.weight` -> `replay weight`,
+    `train.learning_rate` -> `learning_rate`."""
+    parts = path.split(".")
+    return " ".join(parts[-2:]) if parts[-1] == "weight" and len(parts) > 2 else parts[-1]
+
+
+def _trials_table(study: Study, keys: list[str], *, full: bool) -> Table:
+    """One row per trial (and the base model). Compact: the searched settings that vary, with
+    short names, and the headline metrics by their labels; `full`: every column."""
+    params = sorted({p for t in study.trials for p in t.params})
+    mixes = sorted(
+        {
+            m
+            for t in study.trials
+            for m in t.metrics
+            if m.startswith("mix/") and m.endswith("/share")
+        }
+    )
+    if not full:
+        params = [p for p in params if len({t.params.get(p) for t in study.trials}) > 1]
+        mixes = []
+    labels = {k.name: k.label for k in study.key_metrics}
+    runs = ["runs"] if study.replicated else []
+    head = ["trial", "state", "run", *runs] if full else ["trial"]
+    headers = head + [p if full else _short_param(p) for p in params]
+    headers += [m[len("mix/") : -len("/share")] + " share" for m in mixes]
+    headers += [k if full else labels.get(k, k) for k in keys] + (["note"] if full else [])
+    rows = []
+    if study.base:
+        blank = [""] * (len(head) - 1 + len(params) + len(mixes))
+        base_row = ["base", *blank, *(_with_interval(study.base, m) for m in keys)]
+        rows.append(base_row + ([""] if full else []))
+    for t in study.trials:
+        if not full and t.state != "COMPLETE":
+            continue
+        row = [_trial_label(t)]
+        if full:
+            row += [t.state, (t.run_id or "")[:8]] + ([str(len(t.run_ids))] if runs else [])
+        row += [_short(t.params[p]) if p in t.params else "" for p in params]
+        row += [fmt_num(t.metrics[m]) if m in t.metrics else "" for m in mixes]
+        row += [_metric_cell(t, m) for m in keys] + ([t.fail_reason or ""] if full else [])
+        rows.append(row)
+    return Table(headers, rows)
+
+
+def _pareto_axes(study: Study, objectives: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The two axes of the trade-off plot: the first two objectives; with one objective, the
+    change of the first base-compared metric of the study's suites (e.g. forgetting/delta)."""
+    axes = list(objectives[:2])
+    if len(axes) == 1:
+        for s in study.suites:
+            if any(m.compare_base and m.by is None for m in s.metrics):
+                delta = f"{s.name}/delta"
+                if delta != axes[0][0]:
+                    axes.append((delta, "maximize"))
+                break
+    return axes
+
+
+def _pareto_blocks(study: Study, objectives: list[tuple[str, str]]) -> list[Block]:
+    axes = _pareto_axes(study, objectives)
+    if len(axes) < 2:
+        return []
+    (target, dy), (x, dx) = axes
+    blocks: list[Block] = [Heading(f"Pareto front: {target} vs {x}")]
+    pts = [
+        t for t in study.trials if t.state == "COMPLETE" and x in t.metrics and target in t.metrics
+    ]
+    front = pareto_front(
+        [[t.metrics[x], t.metrics[target]] for t in pts], [dx == "maximize", dy == "maximize"]
+    )
+    png = _plot_pareto(study.trials, (x, dx), target, {pts[i].run_id for i in front}, study.base)
+
+    if png:
+        blocks.append(Plot("pareto", f"{target} vs {x}", png))
+        blocks.append(Para("On the front: " + ", ".join(_trial_label(pts[i]) for i in front) + "."))
+    else:
+        blocks.append(Para(f"No completed trial has both {target} and {x} yet."))
+    return blocks
+
+
+def _per_task_blocks(study: Study, best: list[Trial]) -> list[Block]:
+    """A table (and plots for the best trials) per suite with a base-compared `by: task`
+    metric (e.g. forgetting): each task's score vs the base model on the same items."""
+    blocks: list[Block] = []
+    for suite in study.declared_suites:
+        for spec in suite.metrics:
+            if spec.compare_base and spec.by == "task":
+                blocks.append(Heading(f"{suite.name} per task vs the base model"))
+                blocks += _task_blocks(study, best, suite.name, spec.name)
+    return blocks
+
+
+def _task_blocks(study: Study, best: list[Trial], suite: str, metric: str) -> list[Block]:
     rows, plots = [], []
     best_ids = {t.run_id for t in best}
     for t in study.trials:
         if t.state != "COMPLETE" or not t.run_id:
             continue
-        records = pool_replicates([study.records(r).get("forgetting", []) for r in t.run_ids])
+        records = pool_replicates([study.records(r).get(suite, []) for r in t.run_ids])
         per_task = forgetting_by_task(records)
         if not per_task:  # no per-item base scores: the logged summaries, without intervals
             tasks = sorted(
                 m.split("/")[1]
                 for m in t.metrics
-                if m.startswith("forgetting/") and m.endswith("/acc") and m.count("/") == 2
+                if m.startswith(f"{suite}/") and m.endswith(f"/{metric}") and m.count("/") == 2
             )
             per_task = [
                 {
                     "task": k,
                     "n": None,
-                    "base_acc": t.metrics.get(f"forgetting/{k}/base_acc"),
-                    "acc": t.metrics[f"forgetting/{k}/acc"],
+                    "base_acc": t.metrics.get(f"{suite}/{k}/base_{metric}"),
+                    "acc": t.metrics[f"{suite}/{k}/{metric}"],
                 }
                 for k in tasks
             ]
@@ -481,14 +538,14 @@ def _forgetting_blocks(study: Study, best: list[Trial]) -> list[Block]:
                  fmt_num(delta), ci, fmt_num(r["p"]) if "p" in r else "n/a"]
             )  # fmt: skip
         if t.run_id in best_ids and per_task and "low" in per_task[0]:
-            png = _plot_forgetting(per_task, f"trial {_trial_label(t)}")
+            png = _plot_per_task(per_task, f"{suite}, trial {_trial_label(t)}")
             if png:
                 plots.append(
-                    Plot(f"forgetting-{t.number}", f"forgetting per task, {_trial_label(t)}", png)
+                    Plot(f"{suite}-{t.number}", f"{suite} per task, {_trial_label(t)}", png)
                 )
     if not rows:
-        return [Para("No forgetting results from completed trials yet.")]
-    headers = ["trial", "task", "n", "base acc", "acc", "delta", "95% paired CI", "p"]
+        return [Para(f"No {suite} results from completed trials yet.")]
+    headers = ["trial", "task", "n", f"base {metric}", metric, "delta", "95% paired CI", "p"]
     pooled = [
         Para(
             "Replicated trials: each item's score is its mean over the replicates (seeds), "
@@ -504,8 +561,9 @@ def _detectable_blocks(study: Study, best: list[Trial]) -> list[Block]:
     with 80% power (one-sided 5%), so a reader knows which differences are noise at this size.
     The disagreement is the observed one against the base where records carry base scores,
     else 2p(1 - p) (two models erring independently at rate p: the pessimistic case)."""
-    from harness.eval.suites import matches, metric_name
+    from harness.eval.suites import matches
     from harness.stats.comparison import min_detectable_effect
+    from harness.util.names import metric_name
 
     done = [t for t in best or study.trials if t.state == "COMPLETE" and t.run_id]
     if not done:
