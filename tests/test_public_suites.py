@@ -150,3 +150,21 @@ def test_bad_over_budget_names_the_field(tmp_path) -> None:
         HarnessError, match=r"suite\.yaml: over_budget: must be one of 'error' or 'skip'"
     ):
         load_suite("skips", [folder])
+
+
+def test_lint_of_every_suite_notes_absent_shared_data(tmp_path, monkeypatch) -> None:
+    """`harness data lint` checks every suite by default: without the shared folder the public
+    suites are noted as not checked, not fatal; naming one of them is an error."""
+    import json
+
+    from harness.preflight.lint import lint_files
+
+    rows = tmp_path / "chats.jsonl"
+    chat = [{"role": "user", "content": "Hi there."}, {"role": "assistant", "content": "Hello."}]
+    rows.write_text(json.dumps({"messages": chat}) + "\n")
+    monkeypatch.setenv("HARNESS_SHARED", str(tmp_path / "nowhere"))
+    report = lint_files([rows], dataset="english")
+    assert "xstest" not in report.suites and "refusal" in report.suites
+    assert any("shared data folder" in note for note in report.notes)
+    with pytest.raises(HarnessError, match="shared data folder"):
+        lint_files([rows], suites=["xstest"], dataset="english")
