@@ -162,6 +162,8 @@ def _eval(args: argparse.Namespace) -> int:
 
         rows = [c.to_dict() for c in checks]
         write_atomic(Path(out) / "reference.json", json.dumps(rows, indent=1) + "\n")
+    for suite, n in result.info.get("over_budget", {}).items():
+        print(f"{suite}: {n} items left out: they need more new tokens than the budget")
     print(f"per-sample records and summary.json -> {out}")
     return EXIT_OK
 

@@ -46,3 +46,32 @@ def test_real_model_example_is_lora_bf16_with_standard_forgetting_tasks():
     assert exp.eval.dataset == "english" and exp.eval.tasks
     assert all(s.path.startswith("hf:") for s in exp.data.sources)
     assert exp.constraints and exp.pruner == "median" and exp.eval.interval
+
+
+def test_real_study_is_lora_and_full_times_four_mixes_on_the_real_suites():
+    """experiments/real-smollm2.yaml: the real study's design, as its header comment claims."""
+    exp = load_experiment(Path(__file__).resolve().parents[1] / "experiments" / "real-smollm2.yaml")
+    points = grid_points(exp.search)
+    assert exp.sampler == "grid" and exp.n_trials == len(points) == 8 and exp.replicates >= 2
+
+    def safety_share(p: dict) -> float:
+        weights = {s.name: s.weight for s in exp.data.sources}
+        weights |= {k.split(".")[2]: v for k, v in p.items() if k.startswith("data.sources.")}
+        return round(weights["safety"] / sum(weights.values()), 2)
+
+    mixes = {
+        (p["peft.enabled"], p["data.sources.gsm8k.weight"] > 0, safety_share(p)) for p in points
+    }
+    for lora in (True, False):  # general alone, + 3% and + 10% safety, narrow alone
+        assert {
+            (lora, False, 0.0),
+            (lora, False, 0.03),
+            (lora, False, 0.1),
+            (lora, True, 0.0),
+        } <= mixes
+    narrow = [p for p in points if p["data.sources.gsm8k.weight"] > 0]
+    assert all(p["data.sources.hh_helpful.weight"] == 0 for p in narrow)
+    assert {"forgetting", "xstest", "ifeval"} <= set(exp.eval.suites)
+    tasks = {t.task for t in exp.eval.tasks}
+    assert tasks == {"arc_easy", "arc_challenge", "hellaswag"}
+    assert all("shared/realworld/sft/" in s.path for s in exp.data.sources)

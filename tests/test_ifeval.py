@@ -150,55 +150,10 @@ def test_punkt_data_is_written_where_nltk_finds_it(tmp_path, monkeypatch) -> Non
     ]
 
 
-INPUT = IFEVAL_DIR / "input_data.jsonl"
-SUITE = Path(__file__).resolve().parents[1] / "evals" / "format" / "ifeval" / "suite.yaml"
-
-
-@pytest.mark.skipif(not INPUT.is_file(), reason=f"{INPUT} not found (shared/ absent)")
-def test_lm_eval_ifeval_task_runs_as_the_format_suite_on_local_rows(toy_tiny, tmp_path) -> None:
-    """lm-eval's own ifeval task YAML and scoring, offline, on a few IFEval rows: the opt-in
-    suite folder replaces `format`, so its metrics are format/..."""
-    from harness.config.schema import EvalConfig
-    from harness.eval.ifeval import row_specs
-    from harness.eval.runner import evaluate
-    from harness.eval.scorers import required_tokens
-    from harness.models.load import load_model, load_tokenizer
-    from harness.util.files import read_jsonl
-
-    rows = [r for r in read_jsonl(INPUT) if required_tokens(row_specs(r)) <= 24][:4]
-    folder = tmp_path / "ifeval"
-    folder.mkdir()
-    (folder / "suite.yaml").write_text(SUITE.read_text())
-    (folder / "input_data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    result = evaluate(
-        load_model("toy:tiny"),
-        load_tokenizer("toy:tiny"),
-        ["format"],
-        eval_config=EvalConfig(batch_size=8, max_new_tokens=24),
-        dataset="english",
-        suite_dirs=[folder],
-    )
-    records = result.records["format"]
-    # every row once (in the suite's seeded stratified order, not the file's)
-    assert sorted(r["doc"]["key"] for r in records) == sorted(r["key"] for r in rows)
-    assert {r["task"] for r in records} == {"ifeval"}
-    for r in records:  # lm-eval's process_results and our check_format give the same verdicts
-        specs = row_specs(r["doc"])
-        strict = check_all(r["response"], specs, prompt=r["doc"]["prompt"])
-        loose = check_all(r["response"], specs, loose=True, prompt=r["doc"]["prompt"])
-        assert r["scores"]["prompt_level_strict_acc"] == float(strict)
-        assert r["scores"]["prompt_level_loose_acc"] == float(loose)
-        assert len(r["scores"]["inst_level_strict_acc"]) == len(specs)
-    strict_mean = sum(r["scores"]["prompt_level_strict_acc"] for r in records) / len(records)
-    assert result.summary["format/pass_rate"] == pytest.approx(strict_mean)
-    assert "format/pass_loose_rate" in result.summary
-    first_id = rows[0]["instruction_id_list"][0].replace(":", "_")
-    assert f"format/{first_id}/pass_rate" in result.summary
-
-
 def test_a_list_valued_score_cannot_be_summarised() -> None:
     """lm-eval ifeval's inst_level_* scores are one verdict per instruction: kept in records,
-    refused as a summary metric's score (a mean of lists is no accuracy)."""
+    refused as a per-item metric's score (a mean of lists is no accuracy; `unit: part` metrics
+    pool the verdicts instead, tests/test_public_suites.py)."""
     import dataclasses
 
     from harness.config.suite import MetricSpec

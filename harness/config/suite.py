@@ -26,7 +26,11 @@ class MetricSpec(BaseModel):
 
     `gate`: the release gate judges it by default, allowing a change of `threshold` in the bad
     direction (`higher_is_better` says which that is); per-group (`by`) metrics gate only
-    when a user threshold names them. `label`: a short column header for tables."""
+    when a user threshold names them. `label`: a short column header for tables.
+
+    `unit: part`: the score is a list, one verdict per part of an item (lm-eval ifeval's
+    per-instruction verdicts); the metric is the share of all parts that pass, and its interval
+    (`cluster`) treats each item as a cluster of parts, which are not independent."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -34,13 +38,14 @@ class MetricSpec(BaseModel):
     score: str
     where: dict[str, Any] = Field(default_factory=dict)
     by: str | None = None
-    interval: Literal["wilson"] | None = None
+    interval: Literal["wilson", "cluster"] | None = None
     compare_base: StrictBool = False
     higher_is_better: StrictBool = True
     gate: StrictBool = False
     threshold: float = Field(DEFAULT_THRESHOLD, ge=0, lt=1)
     label: str | None = None
     agree_by: str | None = None
+    unit: Literal["item", "part"] = "item"
 
     @model_validator(mode="after")
     def _consistent(self) -> MetricSpec:
@@ -48,6 +53,11 @@ class MetricSpec(BaseModel):
             raise ValueError("gate: per-group ('by') metrics gate only when a threshold names them")
         if self.agree_by is not None and self.compare_base:
             raise ValueError("agree_by cannot be combined with compare_base")
+        fits = {"item": "wilson", "part": "cluster"}[self.unit]
+        if self.interval not in (None, fits):
+            raise ValueError(f"interval: must be '{fits}' or absent for unit {self.unit}")
+        if self.unit == "part" and (self.compare_base or self.agree_by):
+            raise ValueError("unit: a 'part' metric cannot compare_base or agree_by")
         return self
 
 
@@ -105,6 +115,7 @@ class SuiteFile(Strict):
     # doc field naming each item's family (paraphrases of one fact): intervals, tests and
     # sample sizes over this suite count families, since a family's items fail together
     cluster_by: str | None = Field(None, min_length=1)
+    over_budget: Literal["error", "skip"] = "error"  # items that cannot fit the budget
 
     @model_validator(mode="after")
     def _consistent(self) -> SuiteFile:

@@ -45,7 +45,9 @@ from harness.eval.lm_tasks import stop_strings
 from harness.eval.suites import (
     Suite,
     TaskRef,
+    item_id,
     load_suites,
+    over_budget,
     task_configs,
 )
 from harness.eval.summaries import _annotate, _summaries
@@ -226,10 +228,22 @@ def _evaluate_records(
                 recs = [_record(ref, x, gen) for x in merge_filters(rows)]
                 if ref.suite in judges:
                     _rejudge(judges[ref.suite], recs, configs[lm_name]["process_results"])
+                if gen:
+                    _mark_truncated(recs, tokenizer, gen["max_gen_toks"])
                 records.setdefault(ref.suite, []).extend(recs)
     finally:
         model.train(was_training)
     return records
+
+
+def _mark_truncated(records: list[dict], tokenizer, budget: int) -> None:
+    """Per-sample score `truncated`: the reply used its whole generation budget, so it was cut
+    off, not finished (a suite's `truncated_rate` says whether its budget fits real replies).
+    lm-eval keeps only the decoded text; re-encoding it gives the generated count to within a
+    token (a reply that stopped by itself never reaches the budget)."""
+    for r in records:
+        n = len(tokenizer(r["response"], add_special_tokens=False)["input_ids"])
+        r["scores"]["truncated"] = float(n >= budget - 1)
 
 
 def _rejudge(judge: JudgeSpec, records: list[dict], hook: Any) -> None:
@@ -251,7 +265,7 @@ def _record(ref: TaskRef, sample: dict, generation: dict | None = None) -> dict[
     rec: dict[str, Any] = {
         "suite": ref.suite,
         "task": ref.task,
-        "id": str(doc.get("id", sample["doc_id"])),
+        "id": str(item_id(doc, sample["doc_id"])),
         "doc_id": sample["doc_id"],
         "prompt": args[0][0],
     }
@@ -353,7 +367,10 @@ def evaluate(
         records,
         dataset,
         seconds,
-        {"judges": _judges(loaded)},
+        {
+            "judges": _judges(loaded),
+            "over_budget": over_budget(loaded, dataset, cfg.max_new_tokens),
+        },
     )
     if out_dir is not None:
         result.save(out_dir)
@@ -409,6 +426,7 @@ def evaluate_base(
         "model": model_name,
         "cached": [s.name for s in loaded if s not in missing],
         "judges": _judges(loaded),
+        "over_budget": over_budget(loaded, dataset, cfg.max_new_tokens),
     }
     _annotate(loaded, records, records)
     return EvalResult(_summaries(loaded, records, records), records, dataset, seconds, info)

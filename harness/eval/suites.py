@@ -2,7 +2,9 @@
 runnable lm-eval task configs.
 
 A suite is data, not code: `evals/<name>/suite.yaml` names its task YAML(s), where its data sets
-live (`toy`: a path inside the toy world's data dir; `english`: a path relative to the folder),
+live (`toy`: a path inside the toy world's data dir; `english`: a path relative to the folder,
+or `shared:<path>` inside the shared data folder beside the repository, for public suites whose
+data the project references but does not copy),
 whether prompts go through the chat template, and how per-sample scores become summary metrics.
 Adding a folder adds a suite; nothing here changes. See `evals/README.md` for the format.
 
@@ -17,6 +19,7 @@ import fnmatch
 import functools
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +32,14 @@ from harness.config.load import format_validation_error
 from harness.config.schema import StandardTask, task_name
 from harness.config.suite import JudgeSpec, MetricSpec, SuiteFile
 from harness.util.errors import HarnessError
-from harness.util.files import read_jsonl
+from harness.util.files import numbered_rows, read_rows
 from harness.util.names import metric_name
 
 if TYPE_CHECKING:
     from harness.config.suite import SuiteMetrics
 
 EVALS_DIR = Path(__file__).resolve().parents[2] / "evals"
+SHARED = "shared:"  # a data path inside the shared data folder (`shared_dir`)
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class Suite:
     trained_items: bool = False  # asks training prompts on purpose: not contamination
     hosts_tasks: bool = False  # the experiment's eval.tasks run and report with this suite
     cluster_by: str | None = None  # doc field naming each item's family (config.suite.SuiteFile)
+    over_budget: str = "error"  # an item that cannot fit the generation budget: error | skip
 
     @property
     def compares_base(self) -> bool:
@@ -67,13 +72,29 @@ class Suite:
                 f"suite {self.name}: no '{dataset}' data set (it has: {have}); "
                 f"add data.{dataset} to {self.path / 'suite.yaml'}"
             )
+        ref = self.data[dataset]
         if dataset == "toy":
-            path = toy_data_dir() / self.data["toy"]
+            path = toy_data_dir() / ref
+        elif ref.startswith(SHARED):
+            root = shared_dir()
+            if not root.is_dir():
+                raise HarnessError(
+                    f"suite {self.name}: data {ref} is in the shared data folder {root}, which is "
+                    "absent; check out shared/ beside the repository or set HARNESS_SHARED"
+                )
+            path = root / ref.removeprefix(SHARED)
         else:
-            path = (self.path / self.data[dataset]).resolve()
+            path = (self.path / ref).resolve()
         if not path.is_file():
             raise HarnessError(f"suite {self.name}: data file {path} not found")
         return path
+
+
+def shared_dir() -> Path:
+    """The shared data folder (public eval sets the project references but does not copy):
+    `$HARNESS_SHARED`, else `shared/` beside the repository, where CI checks it out."""
+    env = os.environ.get("HARNESS_SHARED")
+    return (Path(env).expanduser() if env else EVALS_DIR.parent.parent / "shared").resolve()
 
 
 def toy_data_dir() -> Path:
@@ -165,6 +186,7 @@ def _parse_suite(folder: Path) -> Suite:
         trained_items=spec.trained_items,
         hosts_tasks=spec.hosts_tasks,
         cluster_by=spec.cluster_by,
+        over_budget=spec.over_budget,
     )
     for cfg in _task_yamls(suite):
         if cfg.get("output_type") != spec.output_type:
@@ -236,29 +258,58 @@ def generation_budget(
     return int((task.get("generation_kwargs") or {}).get("max_gen_toks") or _LM_EVAL_MAX_GEN_TOKS)
 
 
-def check_budget(data_path: Path, budget: int) -> None:
-    """Reject, one line naming file and line, an item whose constraints need a longer reply than
-    `budget` new tokens allow (`harness.eval.scorers.required_tokens`: words x 1.4, the rule is there;
-    rows in our `specs` schema or IFEval's `instruction_id_list` + `kwargs`);
-    a reply cut off by the budget would be scored as a failure of the model."""
+def tokens_needed(row: dict[str, Any]) -> int | None:
+    """New tokens a reply meeting the row's format constraints needs at least
+    (`harness.eval.scorers.required_tokens`: words x 1.4, the rule is there); rows in our `specs`
+    schema or IFEval's `instruction_id_list` + `kwargs`; None for a row without constraints."""
     from harness.eval.ifeval import row_specs
     from harness.eval.scorers import required_tokens
 
-    rows = read_jsonl(data_path)
-    lines = data_path.read_text(encoding="utf-8").splitlines()
-    numbers = [n for n, line in enumerate(lines, 1) if line.strip()]
-    for lineno, row in zip(numbers, rows, strict=True):
-        specs = row_specs(row) if "instruction_id_list" in row else row.get("specs")
-        if not isinstance(specs, list) or not specs:
+    specs = row_specs(row) if "instruction_id_list" in row else row.get("specs")
+    if not isinstance(specs, list) or not specs:
+        return None
+    # datasets pads the struct fields of all specs in a file with None: drop the padding
+    return required_tokens([{k: v for k, v in s.items() if v is not None} for s in specs])
+
+
+def check_budget(data_path: Path, budget: int, *, skip: bool = False) -> list[str]:
+    """Items whose constraints need a longer reply than `budget` new tokens allow: a reply cut
+    off by the budget would be scored as a failure of the model. By default the first is an
+    error, one line naming file and line; with `skip` (a suite's `over_budget: skip`, for a
+    public data set the project cannot edit) their ids are returned, to be left out."""
+    over = []
+    for lineno, row in numbered_rows(data_path):
+        need = tokens_needed(row)
+        if need is None or need <= budget:
             continue
-        need = required_tokens(specs)
-        if need > budget:
-            item = row.get("id", row.get("key"))
-            raise HarnessError(
-                f"{data_path}:{lineno}: item {item} needs about {need} new tokens but the "
-                f"generation budget is {budget}; raise --max-new-tokens / eval.max_new_tokens or "
-                "the task's max_gen_toks, or shorten the item"
-            )
+        item = row.get("id", row.get("key"))
+        if skip:
+            over.append(str(item))
+            continue
+        raise HarnessError(
+            f"{data_path}:{lineno}: item {item} needs about {need} new tokens but the "
+            f"generation budget is {budget}; raise --max-new-tokens / eval.max_new_tokens or "
+            "the task's max_gen_toks, or shorten the item"
+        )
+    return over
+
+
+def over_budget(
+    suites: Sequence[Suite], dataset: str, max_new_tokens: int | None
+) -> dict[str, int]:
+    """Suite -> how many items it leaves out at this generation budget (`over_budget: skip`;
+    each task's count, summed), for a run's info: a summary says what it did not ask."""
+    counts = {}
+    for suite in suites:
+        if suite.over_budget != "skip":
+            continue
+        path = suite.data_path(dataset)
+        counts[suite.name] = sum(
+            len(check_budget(path, generation_budget(suite, dataset, c, max_new_tokens), skip=True))
+            for c in _task_yamls(suite)
+            if c["output_type"] == "generate_until"
+        )
+    return {name: n for name, n in counts.items() if n}
 
 
 def task_configs(
@@ -269,21 +320,23 @@ def task_configs(
     stop: list[str],
 ) -> dict[str, tuple[dict[str, Any], TaskRef]]:
     """lm-eval task dicts for one suite: absolute path of the `dataset` data, the generation
-    budget (`generation_budget`; items that cannot fit it are rejected) and stop strings, and
-    one task per value of `split_by` (so `limit` applies per task)."""
+    budget (`generation_budget`; items that cannot fit it are rejected, or left out when the
+    suite says `over_budget: skip`) and stop strings, and one task per value of `split_by` (so
+    `limit` applies per task)."""
     data_path = suite.data_path(dataset)
     out: dict[str, tuple[dict[str, Any], TaskRef]] = {}
     values: list[Any] = [None]
     if suite.split_by:
-        rows = read_jsonl(data_path)
+        rows = read_rows(data_path)
         values = list(dict.fromkeys(r.get(suite.split_by) for r in rows))
         if None in values:
             raise HarnessError(f"{data_path}: some rows lack the '{suite.split_by}' field")
     for cfg in _task_yamls(suite):
         base_name = str(cfg["task"])
         budget = generation_budget(suite, dataset, cfg, max_new_tokens)
+        skip = suite.over_budget == "skip"
         if cfg["output_type"] == "generate_until":
-            check_budget(data_path, budget)
+            check_budget(data_path, budget, skip=skip)
         for value in values:
             c = dict(cfg)
             kwargs = dict(c.get("dataset_kwargs") or {})
@@ -297,6 +350,7 @@ def task_configs(
                 field=suite.split_by,
                 value=value,
                 interleave=suite.interleave_by,
+                budget=budget if skip and cfg["output_type"] == "generate_until" else None,
             )
             if c["output_type"] == "generate_until":
                 gen = dict(c.get("generation_kwargs") or {})
@@ -311,10 +365,18 @@ def task_configs(
     return out
 
 
-def select_docs(dataset, *, then=None, field=None, value=None, interleave=None, seed=0):
-    """process_docs wrapper: the suite's own hook, then keep rows with `field == value`, then
-    put the rows in a seeded stratified order, so lm-eval's `limit` (the first N docs) is a
-    stratified sample instead of the first N lines of a file sorted by category.
+def item_id(row: dict[str, Any], default: Any) -> Any:
+    """An item's own id: `id`, or `key` (IFEval's rows), else `default` (its position)."""
+    return row.get("id", row.get("key", default))
+
+
+def select_docs(
+    dataset, *, then=None, field=None, value=None, interleave=None, budget=None, seed=0
+):
+    """process_docs wrapper: the suite's own hook, then keep rows with `field == value` (and,
+    with a `budget`, rows whose constraints fit it: `tokens_needed`), then put the rows in a
+    seeded stratified order, so lm-eval's `limit` (the first N docs) is a stratified sample
+    instead of the first N lines of a file sorted by category.
 
     Strata are the values of the suite's `interleave_by` field path (e.g. `label`,
     `specs.type`), and within each, a `category` field when rows have one. Each stratum's
@@ -324,10 +386,15 @@ def select_docs(dataset, *, then=None, field=None, value=None, interleave=None, 
     if then is not None:
         dataset = then(dataset)
     rows = dataset.to_list()
-    idx = [i for i, r in enumerate(rows) if not field or r.get(field) == value]
+    idx = [
+        i
+        for i, r in enumerate(rows)
+        if (not field or r.get(field) == value)
+        and (budget is None or (tokens_needed(r) or 0) <= budget)
+    ]
 
     def shuffled(i: int) -> str:
-        return hashlib.sha256(f"{seed}:{rows[i].get('id', i)}".encode()).hexdigest()
+        return hashlib.sha256(f"{seed}:{item_id(rows[i], i)}".encode()).hexdigest()
 
     def spread(members: list[int], path: str | None, inner=None) -> list[int]:
         """Group by `path`, order each group (by `inner`, else shuffled), spread evenly."""
@@ -421,13 +488,13 @@ def group_values(
     `extra_tasks` are `eval.tasks` entries: names, or `{task, data_files}` entries."""
     if spec.by == "task":
         if suite.split_by:
-            rows = read_jsonl(suite.data_path(dataset))
+            rows = read_rows(suite.data_path(dataset))
             values = [r.get(suite.split_by) for r in rows]
         else:
             values = [cfg.get("task") for cfg in _task_yamls(suite)]
         values += [task_name(t) for t in extra_tasks]
     else:
-        rows = read_jsonl(suite.data_path(dataset))
+        rows = read_rows(suite.data_path(dataset))
         values = [
             v
             for r in rows
@@ -455,7 +522,7 @@ def summary_names(
         for g in groups:
             prefix = (suite.name, *g)
             names.append(metric_name(*prefix, m.name))
-            if m.interval == "wilson":
+            if m.interval is not None:
                 names += [
                     metric_name(*prefix, m.name + "_low"),
                     metric_name(*prefix, m.name + "_high"),

@@ -16,17 +16,22 @@ def summarize(
 ) -> dict[str, float]:
     """The suite's summary metrics from per-sample records (see its `suite.yaml`).
 
-    A metric with no matching records is left out. Metrics with `compare_base` also get
+    A metric with no matching records is left out. A `unit: part` metric is the share of all
+    parts' verdicts (list scores) that pass, with a cluster interval (`part_interval`). Metrics
+    with `compare_base` also get
     `base_<name>`, `delta` (candidate - base, paired over the same items), `delta_low`,
     `delta_high` (Tango's interval; a paired t for non-0/1 scores; by family where the suite
     declares `cluster_by`) and `mcnemar_p` (exact; `p_value` otherwise).
     """
-    from harness.stats.comparison import paired_comparison, wilson_interval
+    from harness.stats.comparison import paired_comparison, ratio_interval, wilson_interval
 
     base = {_key(r): r for r in base_records} if base_records is not None else None
     out: dict[str, float] = {}
     for m in suite.metrics:
         rows = [r for r in records if matches(r, m.where)]
+        if m.unit == "part":
+            out |= _part_metric(suite, m, rows, ratio_interval)
+            continue
         if any(isinstance(r["scores"].get(m.score), list) for r in rows):
             raise HarnessError(
                 f"suite {suite.name}: metric {m.name}: per-sample score '{m.score}' is a list "
@@ -75,6 +80,32 @@ def summarize(
             out[metric_name(*prefix, "delta_low")] = cmp.ci_low
             out[metric_name(*prefix, "delta_high")] = cmp.ci_high
             out[metric_name(*prefix, p_name)] = cmp.p_value
+    return out
+
+
+def _part_metric(suite: Suite, m, rows: list[dict], interval) -> dict[str, float]:
+    """A `unit: part` metric: passed parts over all parts, per `by` group; each item is a
+    cluster of parts (its instructions share one reply), so the interval is the ratio
+    estimator's, not a binomial one over parts."""
+    groups: dict[str | None, list[list[float]]] = {}
+    for r in rows:
+        parts = r["scores"].get(m.score)
+        if not isinstance(parts, list):
+            raise HarnessError(
+                f"suite {suite.name}: metric {m.name}: unit part needs a list score, but "
+                f"'{m.score}' of item {r['task']}/{r['id']} is {parts!r}"
+            )
+        for value in [None] if m.by is None else field_values(r, m.by):
+            groups.setdefault(value, []).append([float(p) for p in parts])
+    out: dict[str, float] = {}
+    for value, items in groups.items():
+        name = metric_name(suite.name, *([] if value is None else [str(value)]), m.name)
+        passed, total = [sum(p) for p in items], [len(p) for p in items]
+        if not sum(total):
+            continue
+        out[name] = sum(passed) / sum(total)
+        if m.interval == "cluster":
+            out[name + "_low"], out[name + "_high"] = interval(passed, total)
     return out
 
 

@@ -137,13 +137,13 @@ def _data_lines(lineage: dict) -> list[str]:
 def _suite_lines(exp: Experiment) -> list[str]:
     from harness.eval.runner import resolve_dataset
     from harness.eval.suites import load_suites
-    from harness.util.files import read_jsonl
+    from harness.util.files import read_rows
 
     dataset = resolve_dataset(exp.eval.dataset, exp.model)
     lines = []
     for suite in load_suites(exp.eval.suites, exp.eval.suite_dirs):
         path = suite.data_path(dataset)
-        lines.append(f"{suite.name} ({dataset}): {len(read_jsonl(path))} items from {path}")
+        lines.append(f"{suite.name} ({dataset}): {len(read_rows(path))} items from {path}")
     if exp.eval.tasks:
         lines.append(f"lm-eval tasks in forgetting: {exp.eval.tasks}")
     limit = f"first {exp.eval.limit} items per task" if exp.eval.limit else "all items"

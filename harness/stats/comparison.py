@@ -258,6 +258,32 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     return (low, high)
 
 
+def ratio_interval(
+    passed: Sequence[float], total: Sequence[float], confidence: float = 0.95
+) -> tuple[float, float]:
+    """Interval for a share of parts when parts come in clusters (an item's instructions share
+    one reply, so they pass or fail together more often than independent trials would).
+
+    The share is sum(passed) / sum(total); its variance is the ratio estimator's, with items as
+    clusters. That gives an effective number of independent parts, n_eff = p(1-p) / variance
+    (at most the parts, at least the items), which goes into Wilson's formula, so the interval
+    stays inside [0, 1] and keeps its width at 0% or 100% (then n_eff is the number of items).
+    """
+    confidence = _check_confidence(confidence)
+    y, m = np.asarray(passed, dtype=float), np.asarray(total, dtype=float)
+    k, parts = len(y), float(m.sum())
+    if k == 0 or parts == 0:
+        return (0.0, 1.0)
+    p = float(y.sum()) / parts
+    var = k / max(k - 1, 1) * float(((y - p * m) ** 2).sum()) / parts**2
+    n_eff = min(parts, max(k, p * (1 - p) / var)) if var > 0 else k
+    z = _z(confidence)
+    denom = 1.0 + z * z / n_eff
+    centre = (p + z * z / (2 * n_eff)) / denom
+    half = z * math.sqrt(p * (1 - p) / n_eff + z * z / (4 * n_eff * n_eff)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
 def _bootstrap_means(d: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     n = len(d)

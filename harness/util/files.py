@@ -4,6 +4,7 @@ workers on one machine take turns."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
@@ -17,6 +18,10 @@ from harness.util.errors import HarnessError
 def read_jsonl(path: str | Path, what: str | None = None) -> list[dict]:
     """One JSON object per non-blank line; a bad line is a one-line error naming `what` (default:
     the path) and the line number."""
+    return [row for _, row in _jsonl_rows(path, what)]
+
+
+def _jsonl_rows(path: str | Path, what: str | None = None) -> list[tuple[int, dict]]:
     where = what or str(path)
     rows = []
     for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
@@ -28,8 +33,30 @@ def read_jsonl(path: str | Path, what: str | None = None) -> list[dict]:
             raise HarnessError(f"{where}:{n}: not valid JSON ({e.msg})") from None
         if not isinstance(row, dict):
             raise HarnessError(f"{where}:{n}: expected a JSON object per line")
-        rows.append(row)
+        rows.append((n, row))
     return rows
+
+
+def numbered_rows(path: str | Path) -> list[tuple[int, dict]]:
+    """(line number, row) of a suite's data file: JSON Lines, or CSV with a header row, the form
+    some public suites ship in (XSTest's prompts.csv); a CSV row's number is its first line."""
+    path = Path(path)
+    if path.suffix.lower() != ".csv":
+        return _jsonl_rows(path)
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        rows, start = [], 2
+        for row in reader:
+            if None in row:  # more cells than the header names
+                raise HarnessError(f"{path}:{start}: more fields than the header has")
+            rows.append((start, dict(row)))
+            start = reader.line_num + 1
+    return rows
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """The rows of a suite's data file (see `numbered_rows`)."""
+    return [row for _, row in numbered_rows(path)]
 
 
 def write_atomic(path: str | Path, text: str) -> None:
