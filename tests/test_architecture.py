@@ -21,7 +21,6 @@ LONGER = {
     "harness.eval.suites",
     "harness.preflight.lint",
     "harness.verdicts.analysis",
-    "harness.verdicts.report",
     "harness.verdicts.gate",
 }
 

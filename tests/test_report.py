@@ -137,7 +137,7 @@ def test_one_run_per_configuration_decides_nothing_and_says_why(store: dict) -> 
     """With one run per configuration the intervals hold item noise only: the report says so
     and calls no effect decided, however small its p-value; Benjamini-Hochberg on request."""
     from harness.verdicts.analysis import load_study
-    from harness.verdicts.report import _effects_header
+    from harness.verdicts.effect_blocks import effects_header
 
     study = load_study("factors", store["uri"])
     for t in study.trials:
@@ -147,7 +147,7 @@ def test_one_run_per_configuration_decides_nothing_and_says_why(store: dict) -> 
     assert weight.estimate.p_value < 0.05 and not weight.estimate.seed_noise
     assert not any(e.decided for e in effects.rows)
     assert effects.method == "bh" and set(effects.seed_df.values()) == {None}
-    header = _effects_header(effects)
+    header = effects_header(effects)
     assert "seed noise is NOT included" in header and "Benjamini-Hochberg" in header
 
 
