@@ -197,6 +197,12 @@ class EvalConfig(Strict):
     )
     interval: int | None = Field(None, gt=0, description="steps between pruning evaluations")
     proxy_limit: int = Field(40, gt=0, description="items per suite in a pruning evaluation")
+    timeout: float | None = Field(
+        None,
+        gt=0,
+        description="seconds a trial's evaluation may run before the trial fails (with every "
+        "thread's stack written next to its results); None = no limit",
+    )
 
     @field_validator("tasks", mode="before")
     @classmethod
