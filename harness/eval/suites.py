@@ -504,7 +504,7 @@ def group_values(suite: Suite, spec: MetricSpec, dataset: str, extra_tasks=()) -
             values = [r.get(suite.split_by) for r in rows]
         else:
             values = [cfg.get("task") for cfg in _task_yamls(suite)]
-        values += list(extra_tasks)
+        values += [t if isinstance(t, str) else t.task for t in extra_tasks]  # StandardTask
     else:
         rows = read_jsonl(suite.data_path(dataset))
         values = [
