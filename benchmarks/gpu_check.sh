@@ -51,5 +51,8 @@ timeout -s ABRT "${BENCH_SECONDS:-390}" "$PY" benchmarks/gpu_bench.py --out "$RE
   --budget "${BUDGET:-360}" --work "$WORK" ${SMOKE:+--smoke} ${SMOLLM2:+--smollm2 "$SMOLLM2"} \
   2>&1 | grep -v -i -E "warn|it/s\]|examples/s\]" | tail -40
 cp "$WORK/study.log" "$LOGS/" 2>/dev/null
+for f in $(find "$WORK/runs" -name stalled-stacks.txt 2>/dev/null | head -2); do  # eval.timeout
+  cp "$f" "$LOGS/stalled-stacks-$(basename "$(dirname "$(dirname "$f")")").txt"
+done
 [ -n "${OUT:-}" ] && cp "$RESULT" "$OUT/" 2>/dev/null
 step "end: $RESULT"
