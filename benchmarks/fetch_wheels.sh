@@ -25,11 +25,12 @@ PACKAGES=(
   opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2 opentelemetry-proto==1.45.2
   opentelemetry-semantic-conventions==0.66b2 sqlparse==0.6.1 importlib_metadata==9.1.0
   python-dotenv==1.2.4 pytz==2026.6 fastapi==0.165.0 starlette==1.10.0 databricks-sdk==0.167.0
+  cryptography==50.0.2 cffi==2.1.1 pycparser==3.12
 )
 # sdist-only packages are built into wheels here (pure Python)
 platforms=()
 for p in manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux_2_28_x86_64 manylinux_2_27_x86_64 \
-  manylinux_2_24_x86_64 manylinux1_x86_64 any; do platforms+=(--platform "$p"); done
+  manylinux_2_24_x86_64 manylinux_2_34_x86_64 manylinux1_x86_64 any; do platforms+=(--platform "$p"); done
 for spec in "${PACKAGES[@]}"; do
   name=${spec%%==*}
   if ls "$CARRY/wheels" | grep -qi "^$(echo "$name" | tr '-' '_')-${spec##*==}-"; then continue; fi

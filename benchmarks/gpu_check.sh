@@ -17,6 +17,7 @@ cd "$ROOT"
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 export TRANSFORMERS_OFFLINE=1 MLFLOW_ENABLE_TELEMETRY=false TOKENIZERS_PARALLELISM=false
+export USE_HUB_KERNELS=0  # no `kernels` package there, and no hub to fetch kernels from
 T0=$(date +%s)
 step() { echo "[+$(($(date +%s) - T0))s] $*"; }
 LOGS=${OUT:-$ROOT/gpu-check}
@@ -39,7 +40,7 @@ transformers.__version__, 'trl', trl.__version__, torch.cuda.get_device_name(0)
 if torch.cuda.is_available() else 'NO CUDA')"
 
 step "tests on this device"
-timeout -s ABRT "${TEST_SECONDS:-90}" "$PY" -m pytest -q -x -p no:cacheprovider \
+timeout -s ABRT "${TEST_SECONDS:-120}" "$PY" -m pytest -q -x -p no:cacheprovider \
   tests/test_loss.py tests/test_packing.py > "$LOGS/tests.log" 2>&1
 echo "tests rc=$?"; tail -3 "$LOGS/tests.log"
 
@@ -47,8 +48,8 @@ step "throughput, evals, study"
 WORK=${WORK:-$(mktemp -d)}  # models and stores of the study: not under $OUT, which comes back
 RESULT=benchmarks/results/gpu-$(date -u +%F).md
 [ -n "${SMOKE:-}" ] && RESULT=$LOGS/gpu-smoke.md
-timeout -s ABRT "${BENCH_SECONDS:-390}" "$PY" benchmarks/gpu_bench.py --out "$RESULT" \
-  --budget "${BUDGET:-360}" --work "$WORK" ${SMOKE:+--smoke} ${SMOLLM2:+--smollm2 "$SMOLLM2"} \
+timeout -s ABRT "${BENCH_SECONDS:-330}" "$PY" benchmarks/gpu_bench.py --out "$RESULT" \
+  --budget "${BUDGET:-300}" --work "$WORK" ${SMOKE:+--smoke} ${SMOLLM2:+--smollm2 "$SMOLLM2"} \
   2>&1 | grep -v -i -E "warn|it/s\]|examples/s\]" | tail -40
 cp "$WORK/study.log" "$LOGS/" 2>/dev/null
 for f in $(find "$WORK/runs" -name stalled-stacks.txt 2>/dev/null | head -2); do  # eval.timeout
