@@ -110,7 +110,11 @@ def _varlen(query, key, value, cu_seq_lens, longest, scaling, groups) -> torch.T
     """torch's varlen flash kernel on [T, H, D] views of one packed row; [1, T, H, D] out."""
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
     cu = cu_seq_lens.to(device=q.device, dtype=torch.int32)
-    extra: dict[str, Any] = {"scale": scaling}
+    extra: dict[str, Any] = {}
+    if "scale" in _VARLEN_PARAMS:
+        extra["scale"] = scaling
+    elif scaling is not None:  # older signatures scale by 1/sqrt(head_dim) only
+        q = q * (scaling * q.shape[-1] ** 0.5)
     if "enable_gqa" in _VARLEN_PARAMS:
         extra["enable_gqa"] = groups > 1
     elif groups > 1:
