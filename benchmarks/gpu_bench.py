@@ -365,7 +365,12 @@ def render(env: dict, results: dict) -> str:
             "",
             "MFU = 6 x matmul weights (lm_head included, attention scores not) x real tokens/s "
             "over the peak above. `harness is` = the harness's (grouped or packed, whichever is "
-            "faster) real tokens/s over the row's.",
+            "faster) real tokens/s over the row's."
+            + (
+                ""
+                if env["device"] != "CPU (no CUDA)"
+                else " On CPU, peak memory is the process's peak RSS so far (variants share it)."
+            ),
             "",
             "| model | variant | real tokens/s | harness is | peak memory GiB | MFU | padding "
             "| steps | note |",
