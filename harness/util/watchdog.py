@@ -101,3 +101,5 @@ def deadline(
     finally:
         if stacks:
             out.close()
+            if not Path(stacks).stat().st_size:  # opened for faulthandler, never written
+                Path(stacks).unlink()
