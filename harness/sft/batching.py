@@ -57,7 +57,7 @@ def has_varlen_kernel(device: str | torch.device, attn_implementation: str | Non
 
 def choose_batching(device: str | torch.device, attn_implementation: str | None) -> Mode:
     """ "packed" where a fused varlen kernel runs, "grouped" elsewhere (on CPU per-example SDPA
-    is exact but measured no faster than length-grouped padding)."""
+    is exact too, and measured 3-16% faster than grouping on small samples: not yet the default)."""
     return "packed" if has_varlen_kernel(device, attn_implementation) else "grouped"
 
 
