@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.config.schema import EvalConfig
+from harness.config.schema import EvalConfig, StandardTask
 from harness.eval import hooks
 from harness.eval import runner as ev
 from harness.eval.scorers import is_degenerate
@@ -82,6 +82,16 @@ def test_objective_names_are_checked_against_the_suites() -> None:
         check_metric_names(["format/pass_rate"], suites, "toy")
     line = str(err.value)
     assert "\n" not in line and "'format/pass_rate'" in line and "forgetting/delta" in line
+
+
+def test_standard_tasks_on_local_rows_name_their_per_task_metrics(tmp_path: Path) -> None:
+    """`eval.tasks` entries with `data_files` (StandardTask) add per-task metrics by name."""
+    (tmp_path / "test.jsonl").write_text("{}\n")
+    task = StandardTask(task="arc_easy", data_files={"test": str(tmp_path / "test.jsonl")})
+    suites = load_suites(["forgetting"])
+    names = set(summary_names(suites[0], "english", [task, "hellaswag"]))
+    assert {"forgetting/arc_easy/delta", "forgetting/hellaswag/delta"} <= names, sorted(names)
+    check_metric_names(["forgetting/delta"], suites, "english", extra_tasks=[task])
 
 
 def test_harness_run_refuses_an_unknown_objective_before_any_work(

@@ -112,7 +112,8 @@ class TrainConfig(Strict):
     max_grad_norm: float = Field(1.0, gt=0)
     logging_steps: int = Field(5, ge=1)
     batching: Literal["auto", "grouped", "packed"] = Field(
-        "auto", description="packed needs a varlen attention kernel (flash-attention on CUDA)"
+        "auto",
+        description="packed: no padding, exact per-example attention; auto packs on CUDA",
     )
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     gradient_checkpointing: bool = Field(
@@ -132,7 +133,8 @@ _ATTN = re.compile(r"^(auto|eager|sdpa|flex_attention|flash_attention_[23]|[\w.\
 class ModelOptions(Strict):
     """How the base model is loaded: `attn_implementation` goes to `from_pretrained` (`auto`:
     transformers' default, SDPA). `flash_attention_2`/`_3` (or a hub kernel such as
-    `kernels-community/flash-attn3`) is what makes `train.batching: packed` worthwhile."""
+    `kernels-community/flash-attn3`) also runs packed rows; without one, packed training uses
+    torch's own varlen kernel on CUDA (`harness.sft.attention`)."""
 
     attn_implementation: str = "auto"
 
@@ -216,6 +218,12 @@ class EvalConfig(Strict):
     )
     interval: int | None = Field(None, gt=0, description="steps between pruning evaluations")
     proxy_limit: int = Field(40, gt=0, description="items per suite in a pruning evaluation")
+    timeout: float | None = Field(
+        None,
+        gt=0,
+        description="seconds a trial's evaluation may run before the trial fails (with every "
+        "thread's stack written next to its results); None = no limit",
+    )
 
     @field_validator("tasks", mode="before")
     @classmethod

@@ -18,7 +18,6 @@ from harness.config.schema import Experiment
 from harness.models.load import device, load_tokenizer, meta_model, resolve_model_path, train_dtype
 from harness.sft.batching import plan_grouped, plan_packed
 from harness.sft.memory import Preflight, available_memory, plan_for, preflight
-from harness.util.errors import HarnessError
 
 
 @dataclass
@@ -71,10 +70,7 @@ def dry_run(exp: Experiment) -> DryRun:
     lengths = [len(r["input_ids"]) for r in data.rows]
     t = exp.train
     config._attn_implementation = _requested_attention(exp, config)
-    try:
-        mode = batching_mode(t.batching, model)
-    except HarnessError as err:
-        mode = f"refused here ({err})"
+    mode = batching_mode(t.batching, model)
     batches = (
         plan_packed(lengths, t.batch_tokens)
         if mode == "packed"

@@ -9,7 +9,7 @@ Public API
 
 What we add to `Trainer` (everything else is the library's):
 - batches come from our token-budget sampler (`batching.make_dataloader`): length-grouped with
-  little padding, or packed where a varlen attention kernel exists, in a seeded order;
+  little padding, or packed into rows with exact per-example attention, in a seeded order;
 - the loss is a mean over trained tokens of the whole optimizer step, not a mean of row means.
   Trainer counts `labels[..., 1:] != -100` over all micro-batches of a step (`num_items_in_batch`)
   and our loss (`harness.sft.loss`) divides the summed token loss by that count, so a long reply
@@ -48,10 +48,10 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from harness.config.schema import Experiment
 from harness.models.load import device, load_model, load_tokenizer, model_origin, train_dtype
 from harness.sft import mix_ops
+from harness.sft.attention import packed_attention
 from harness.sft.batching import (
     IGNORE_INDEX,
     choose_batching,
-    has_varlen_kernel,
     make_dataloader,
     plan_grouped,
     plan_packed,
@@ -293,7 +293,8 @@ def train(
         _reset_peak_memory()
         start = time.perf_counter()
         try:
-            trainer.train()
+            with packed_attention(model) if mode == "packed" else contextlib.nullcontext():
+                trainer.train()
         finally:
             if use_cache is not None:
                 model.config.use_cache = use_cache
@@ -372,15 +373,10 @@ def _enable_gradient_checkpointing(model: Any) -> None:
 
 
 def batching_mode(setting: str, model: Any) -> str:
-    """The batching mode for `train.batching` on this device; `packed` without a varlen kernel is refused: with SDPA or eager
-    attention a packed row is one attention problem, quadratic in its length."""
+    """The batching mode for `train.batching` on this device: `auto` packs where a fused varlen
+    attention kernel runs (`batching.choose_batching`); `packed` runs anywhere, with exact
+    per-example attention (`harness.sft.attention`)."""
     attn = getattr(model.config, "_attn_implementation", None)
-    if setting == "packed" and not has_varlen_kernel(device(), attn):
-        raise HarnessError(
-            f"train.batching: packed needs a varlen attention kernel on CUDA (set "
-            f"model_options.attn_implementation: flash_attention_2); this model runs {attn} on "
-            f"{device()}, where packing is slower than train.batching: grouped"
-        )
     return choose_batching(device(), attn) if setting == "auto" else setting
 
 

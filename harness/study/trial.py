@@ -21,6 +21,7 @@ from harness.study.table import _print_trial
 from harness.util.errors import HarnessError
 from harness.util.redact import redact
 from harness.util.retry import interrupted, transient
+from harness.util.watchdog import deadline
 
 
 @dataclass(frozen=True)
@@ -120,9 +121,14 @@ def _run_replicate(
 
             def on_interval(step: int, model: Any) -> bool:
                 metric = objectives[0][0]
-                score = _interim_objective(
-                    model, tokenizer, texp, setup.dataset, setup.base, metric
-                )
+                with deadline(
+                    texp.eval.timeout,
+                    f"trial {trial.number}: pruning evaluation at step {step} (eval.timeout)",
+                    stacks=trial_dir / "eval" / "stalled-stacks.txt",
+                ):
+                    score = _interim_objective(
+                        model, tokenizer, texp, setup.dataset, setup.base, metric
+                    )
                 tracking.log_metrics({f"interim/{metric}": score}, step=step)
                 if not prunes:
                     return False
@@ -138,17 +144,23 @@ def _run_replicate(
             if result.status != "ok":
                 raise HarnessError(result.reason or f"training ended with status {result.status}")
 
-            drill("evaluating")
-            evaluation = ev.evaluate(
-                result.model,
-                tokenizer,
-                texp.eval.suites,
-                eval_config=texp.eval,
-                dataset=setup.dataset,
-                base=setup.base,
-                out_dir=trial_dir / "eval",
-            )
+            with deadline(
+                texp.eval.timeout,
+                f"trial {trial.number}: evaluation (eval.timeout)",
+                stacks=trial_dir / "eval" / "stalled-stacks.txt",
+            ):
+                drill("evaluating")
+                evaluation = ev.evaluate(
+                    result.model,
+                    tokenizer,
+                    texp.eval.suites,
+                    eval_config=texp.eval,
+                    dataset=setup.dataset,
+                    base=setup.base,
+                    out_dir=trial_dir / "eval",
+                )
             tracking.log_metrics(evaluation.summary)
+            tracking.log_metrics({"trial/eval_seconds": evaluation.seconds})
             tracking.log_params({f"judge/{k}": v for k, v in evaluation.info["judges"].items()})
             tracking.log_records(evaluation.records)
             if texp.save_models:
