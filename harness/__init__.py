@@ -10,30 +10,11 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_STATS = (
-    "PairedComparison",
-    "PooledEffect",
-    "SeedNoise",
-    "adjust_p",
-    "decide_effects",
-    "judge_release",
-    "items_needed",
-    "margin_p",
-    "margin_tests",
-    "min_detectable_effect",
-    "paired_comparison",
-    "pooled_comparison",
-    "pooled_effect",
-    "seed_noise",
-    "verdict",
-    "verdicts",
-)
-__all__ = ["__version__", *_STATS]
-
 
 def __getattr__(name: str) -> Any:
-    if name in _STATS:
-        import harness.stats
+    """The public statistics (`harness.stats.__all__`), imported on first use."""
+    import harness.stats
 
+    if name in harness.stats.__all__:
         return getattr(harness.stats, name)
     raise AttributeError(f"module 'harness' has no attribute {name!r}")

@@ -418,15 +418,7 @@ class StudySpec(Strict):
             objectives=[Objective(metric=m, direction=d) for m, d in objectives],
             constraints=exp.constraints,
             search=exp.search,
-            suites=[
-                SuiteMetrics(
-                    name=s.name,
-                    metrics=list(s.metrics),
-                    hosts_tasks=s.hosts_tasks,
-                    cluster_by=s.cluster_by,
-                )
-                for s in suites
-            ],
+            suites=[SuiteMetrics.of(s) for s in suites],
             report=exp.report,
             base_origin=base_origin,
         )

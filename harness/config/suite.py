@@ -136,6 +136,16 @@ class SuiteMetrics(Strict):
     hosts_tasks: bool = False
     cluster_by: str | None = None  # doc field naming each item's family (see SuiteFile)
 
+    @classmethod
+    def of(cls, suite: HasMetrics) -> SuiteMetrics:
+        """The declarations of a loaded suite."""
+        return cls(
+            name=suite.name,
+            metrics=list(suite.metrics),
+            hosts_tasks=suite.hosts_tasks,
+            cluster_by=suite.cluster_by,
+        )
+
 
 class HasMetrics(Protocol):
     """A loaded suite as far as a study spec needs it (its name and metric declarations)."""
@@ -143,3 +153,4 @@ class HasMetrics(Protocol):
     name: str
     metrics: Sequence[MetricSpec]
     hosts_tasks: bool
+    cluster_by: str | None

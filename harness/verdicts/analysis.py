@@ -108,15 +108,7 @@ class Study:
         from harness.eval.suites import discover_suites, load_suites
 
         found = load_suites(sorted(discover_suites(self.suite_dirs)), self.suite_dirs)
-        return [
-            SuiteMetrics(
-                name=s.name,
-                metrics=list(s.metrics),
-                hosts_tasks=s.hosts_tasks,
-                cluster_by=s.cluster_by,
-            )
-            for s in found
-        ]
+        return [SuiteMetrics.of(s) for s in found]
 
     @functools.cached_property
     def key_metrics(self) -> list[KeyMetric]:
