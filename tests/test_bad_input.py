@@ -210,10 +210,10 @@ def test_debug_shows_the_traceback(workdir, capsys):
     assert "Traceback" in err and "absent.yaml" in err.splitlines()[-1]
 
 
-def test_default_objective_needs_the_forgetting_suite(workdir, capsys):
+def test_default_objective_needs_a_base_compared_suite(workdir, capsys):
     _write_jsonl(workdir / "data.jsonl", [GOOD] * 4)
     argv = ["run", str(workdir / "exp.yaml"), "--set", "objectives=[]"]
-    _fails(capsys, argv, "objectives", "forgetting/delta", "eval.suites")
+    _fails(capsys, argv, "objectives: none given", "compares a metric with the base", "eval.suites")
     assert not (workdir / "runs").exists()
 
 

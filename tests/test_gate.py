@@ -88,7 +88,7 @@ def test_worse_refusal_is_a_regression_with_worst_items(runs: dict, tmp_path: Pa
         )
         return [float(r["score"]) for r in rows]
 
-    ref = paired_comparison(scores(runs["records"]), scores(runs["worse_records"]))
+    ref = paired_comparison(scores(runs["records"]), scores(runs["worse_records"]), confidence=0.9)
     assert harmful["interval"] == "tango_score"
     assert (harmful["diff"], harmful["ci_low"], harmful["ci_high"]) == (
         ref.diff,
@@ -114,7 +114,7 @@ def test_too_few_items_is_inconclusive_with_items_needed(
 @pytest.mark.parametrize(
     ("candidate", "message"),
     [
-        ("shifted", "suite 'format' has different items: 1 only in baseline"),
+        ("shifted", "suite 'format' has 2 item(s) not held alike by every run, the first: item"),
         ("no_format", "runs evaluated on different suites"),
     ],
 )
@@ -159,8 +159,12 @@ def test_several_runs_per_side_are_pooled(runs: dict, tmp_path: Path) -> None:
     result = json.loads((tmp_path / "gate.json").read_text())
     assert result["baseline"] == [runs["base"], runs["same"]]
     harmful = next(m for m in result["metrics"] if m["metric"] == "refusal/harmful_refusal_rate")
-    assert harmful["interval"] == "two_level_bootstrap" and harmful["runs_a"] == 2
+    assert harmful["interval"] == "two_level_t" and harmful["runs_a"] == 2
     assert harmful["verdict"] == "regression"
+    assert (
+        result["question"] == "recipes"
+        and "seed-to-seed noise" in (tmp_path / "report.md").read_text()
+    )
 
 
 def _folder(path: Path, records: dict) -> str:
@@ -183,8 +187,19 @@ def test_record_folders_are_gated_and_paired_by_content(runs: dict, tmp_path: Pa
 
     edited = json.loads(json.dumps(runs["records"]))
     edited["format"][3]["prompt"] = "Answer in YAML: 3"
-    with pytest.raises(HarnessError, match=r"item format_toy/for-0003: prompt differs"):
+    with pytest.raises(
+        HarnessError, match=r"suite 'format' has 1 item.*first: item format_toy/for-0003: prompt"
+    ):
         gate(base, _folder(tmp_path / "c", edited), out_dir=tmp_path / "g")
+    # asked to, the gate compares the common items and says how many it dropped
+    common = gate(base, _folder(tmp_path / "c2", edited), out_dir=tmp_path / "g2",
+                  common_items=True)  # fmt: skip
+    assert common.dropped == {"forgetting": 0, "format": 1, "refusal": 0}
+    fmt = next(m for m in common.metrics if m.metric == "format/pass_rate")
+    assert fmt.comparison.n == sum(r.get("suite", "format") == "format" for r in
+                                   runs["records"]["format"]) - 1  # fmt: skip
+    assert "1 item(s) not held alike" in (tmp_path / "g2" / "report.md").read_text()
+    assert json.loads((tmp_path / "g2" / "gate.json").read_text())["dropped_items"]["format"] == 1
 
     regen = json.loads(json.dumps(runs["records"]))
     for r in regen["refusal"]:

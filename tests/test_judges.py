@@ -154,11 +154,11 @@ def test_refusal_suite_declares_the_builtin_judge() -> None:
 @pytest.mark.parametrize(
     ("judge", "message"),
     [
-        ("{kind: oracle}", r"judge\.kind: Input should be 'rules', 'hf_classifier' or 'chat'"),
+        ("{kind: oracle}", r"judge\.kind: must be one of 'rules', 'hf_classifier' or 'chat'"),
         ("{kind: hf_classifier, refusal_labels: [x]}", "judge: kind hf_classifier needs 'model'"),
         ("{kind: hf_classifier, model: m}", "needs 'refusal_labels'"),
         ("{kind: chat, model: m, refusal_labels: [y]}", r"needs 'prompt' containing \{reply\}"),
-        ("{kind: rules, temperature: 1}", r"judge\.temperature: Extra inputs"),
+        ("{kind: rules, temperature: 1}", r"judge\.temperature: is not a known field"),
         ("rules", "judge: must be a mapping"),
     ],
 )

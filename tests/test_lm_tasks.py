@@ -159,3 +159,31 @@ def test_relative_data_files_resolve_against_the_experiment_file(tmp_path):
     )
     with pytest.raises(HarnessError, match="eval.tasks: arc_challenge.data_files: is required"):
         load_experiment(exp_file)
+
+
+@needs_realworld
+def test_full_form_task_names_its_per_task_metrics_before_a_study(tmp_path, capsys):
+    """Regression: `{task, data_files}` entries reached the forgetting suite's `by: task` metric
+    as objects ("unhashable type: 'StandardTask'", exit 3). Now a study on real ARC-Easy rows
+    accepts forgetting/arc_easy/acc as an objective, and a wrong name lists it as known."""
+    from harness.cli import main
+    from harness.config.schema import task_name
+    from harness.eval.suites import check_metric_names, load_suites
+
+    rows = DATASETS / "arc_easy" / "validation.jsonl"
+    (tmp_path / "exp.yaml").write_text(
+        "name: full-form\nmodel: toy:tiny\n"
+        "data: {sources: [{name: a, path: a.jsonl}]}\n"
+        "eval:\n  suites: [forgetting]\n  dataset: english\n"
+        f"  tasks: [{{task: arc_easy, data_files: {{validation: {rows}}}}}]\n"
+        "objectives: [{metric: forgetting/arc_easy/acc}]\n"
+    )
+    exp = load_experiment(tmp_path / "exp.yaml")
+    assert [task_name(t) for t in exp.eval.tasks] == ["arc_easy"]
+    suites = load_suites(exp.eval.suites)
+    check_metric_names(["forgetting/arc_easy/acc"], suites, "english", exp.eval.tasks)
+
+    code = main(["run", str(tmp_path / "exp.yaml"), "--set", "objectives.0.metric=forgetting/arc"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 1 and "'forgetting/arc'" in err[0] and "forgetting/arc_easy/acc" in err[0]

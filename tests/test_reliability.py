@@ -129,12 +129,12 @@ def test_non_utf8_experiment_file_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_internal_error_is_one_line_exit_3(tmp_path, capsys, monkeypatch):
-    import harness.config.schema
+    import harness.config.load
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError(f"division by zero near postgresql://u:{SECRET}@h/db")
 
-    monkeypatch.setattr(harness.config.schema, "load_experiment", broken)
+    monkeypatch.setattr(harness.config.load, "load_experiment", broken)
     assert main(["train", str(_write(tmp_path))]) == EXIT_INTERNAL
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ZeroDivisionError" in err[0], err

@@ -7,12 +7,14 @@ import json
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow_store import build_factor_study, build_study, new_store
 
 from harness.cli import main
 from harness.config.search import SearchSpace
 from harness.stats.pareto import pareto_front
+from harness.util.errors import HarnessError
 from harness.verdicts import analysis
 from harness.verdicts.analysis import Study, Trial, main_effects, matched_pairs
 from harness.verdicts.report import write_study_report
@@ -109,8 +111,13 @@ def test_effects_of_searched_factors(store: dict, tmp_path: Path) -> None:
     section = text.split("## Effects of searched factors")[1].split("\n## ")[0]
     assert "| data.sources.replay.weight | 0.5 | 0.0 | refusal/harmful_refusal_rate |" in section
     assert "| yes |" in section and "| not decided |" in section
-    assert "Decided (the interval excludes 0): data.sources.replay.weight = 0.5" in section
-    assert "Not decided (the interval includes 0): train.scheduler = linear" in section
+    assert "Decided (adjusted p <= 0.05): data.sources.replay.weight = 0.5" in section
+    assert "Not decided: train.scheduler = linear" in section
+    # raw and adjusted p-values, the method in the header, seed noise from the replicates
+    assert weight["p_adjusted"] == pytest.approx(min(1.0, 2 * weight["p_value"]))  # Holm, 2 cells
+    assert {e["multiplicity"] for e in effects} == {"holm"} and weight["seed_noise"]
+    assert "with Holm (the chance that a study with no true effect" in section
+    assert "seed noise (estimated from the study's own replicated configurations" in section
     assert "plots/effects.png" in section and (tmp_path / "plots" / "effects.png").is_file()
     assert "Behaviour against searched parameters" not in text
 
@@ -124,6 +131,24 @@ def test_effects_of_an_old_spec_take_metrics_from_the_suite_folders(
         "refusal/harmful_refusal_rate",
         "refusal/benign_refusal_rate",
     }
+
+
+def test_one_run_per_configuration_decides_nothing_and_says_why(store: dict) -> None:
+    """With one run per configuration the intervals hold item noise only: the report says so
+    and calls no effect decided, however small its p-value; Benjamini-Hochberg on request."""
+    from harness.verdicts.analysis import load_study
+    from harness.verdicts.report import _effects_header
+
+    study = load_study("factors", store["uri"])
+    for t in study.trials:
+        t.run_ids = t.run_ids[:1]
+    effects = main_effects(study, method="bh")
+    weight = next(e for e in effects.rows if e.factor == "data.sources.replay.weight")
+    assert weight.estimate.p_value < 0.05 and not weight.estimate.seed_noise
+    assert not any(e.decided for e in effects.rows)
+    assert effects.method == "bh" and set(effects.seed_df.values()) == {None}
+    header = _effects_header(effects)
+    assert "seed noise is NOT included" in header and "Benjamini-Hochberg" in header
 
 
 def test_factors_without_matched_pairs_or_with_ranges_are_named() -> None:
@@ -229,3 +254,53 @@ def test_a_learning_rate_per_method_goes_with_the_method() -> None:
     assert sorted((a.number, b.number) for p in pairs.values() for (a,), (b,) in p) == [
         (0, 1), (2, 3), (4, 1)
     ]  # fmt: skip
+
+
+def test_forgetting_per_task_takes_replicates_as_a_second_level() -> None:
+    """Two replicates that disagree about a whole task (one seed forgot more) give a wider
+    interval than either run alone; a replicate whose item differs in content is refused."""
+    from harness.verdicts.analysis import forgetting_by_task
+
+    rng = np.random.default_rng(0)
+
+    def run(acc: float) -> list[dict]:
+        return [
+            {"task": "arc", "id": str(i), "base_score": float(i % 2),
+             "score": float(rng.random() < acc), "item_hash": f"h{i}"}
+            for i in range(300)
+        ]  # fmt: skip
+
+    one = forgetting_by_task([run(0.3)])[0]
+    two = forgetting_by_task([run(0.3), run(0.45)])[0]
+    assert (one["runs"], two["runs"]) == (1, 2) and one["test"] == "mcnemar_exact"
+    assert two["high"] - two["low"] > 2 * (one["high"] - one["low"])
+    edited = run(0.3)
+    edited[5]["item_hash"] = "other"
+    with pytest.raises(HarnessError, match="suite 'forgetting' has 1 item.*arc/5"):
+        forgetting_by_task([run(0.3), edited])
+
+
+def test_detectable_change_counts_families() -> None:
+    """A suite that declares item families (`cluster_by`) detects less than its item count
+    suggests: the 'What these suites can detect' row says how many families and widens."""
+    from harness.config.suite import MetricSpec, SuiteMetrics
+    from harness.verdicts.report import _detectable_blocks
+
+    spec = MetricSpec(name="accuracy", score="correct", gate=True, threshold=0.02)
+    rng = np.random.default_rng(1)
+    know_base, know = rng.random(100) < 0.6, rng.random(100) < 0.6
+    rows = [
+        {"task": "c", "id": f"{f}-{i}", "doc": {"fact": f"f{f}"},
+         "scores": {"correct": float(know[f])}, "base_score": float(know_base[f])}
+        for f in range(100)
+        for i in range(3)
+    ]  # fmt: skip
+    trial = Trial(0, "COMPLETE", "r1", {})
+    texts = {}
+    for cluster_by in (None, "fact"):
+        suite = SuiteMetrics(name="consistency", metrics=[spec], cluster_by=cluster_by)
+        study = Study("s", "sqlite://", None, None, {}, {}, [trial], [], [], [], suites=[suite])
+        study._records["r1"] = {"consistency": rows}
+        texts[cluster_by] = _detectable_blocks(study, [trial])[1].rows[0]
+    assert "100 families" in texts["fact"][3] and "families" not in texts[None][3]
+    assert float(texts["fact"][4]) > 1.5 * float(texts[None][4])

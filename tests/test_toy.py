@@ -207,3 +207,68 @@ def test_build_never_deletes_a_folder_it_did_not_make(tmp_path, monkeypatch):
     (built.path / "stale.txt").write_text("from the previous build")
     again = toy_build.build_toy_world("micro", out=built.path, force=True, verbose=False)
     assert again.manifest["size"] == "micro" and not (built.path / "stale.txt").exists()
+
+
+def _micro(monkeypatch) -> None:
+    micro = dataclasses.replace(
+        toy_build.SIZES["tiny"], steps=8, n_pretrain_docs=200, warmup_steps=2
+    )
+    monkeypatch.setitem(toy_build.SIZES, "micro", micro)
+
+
+def test_thread_count_does_not_change_the_weights(tmp_path, monkeypatch):
+    """A build with one torch thread (in a fresh process) equals one with two: a machine's core
+    count is not why two toy worlds differ."""
+    import subprocess
+    import sys
+
+    _micro(monkeypatch)
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        here = toy_build.build_toy_world("micro", out=tmp_path / "two", verbose=False)
+    finally:
+        torch.set_num_threads(threads)
+    script = (
+        "import dataclasses, sys, torch\n"
+        "torch.set_num_threads(1)\n"
+        "from harness.models.toy import build as b\n"
+        "b.SIZES['micro'] = dataclasses.replace(b.SIZES['tiny'], steps=8, n_pretrain_docs=200,"
+        " warmup_steps=2)\n"
+        "print(b.build_toy_world('micro', out=sys.argv[1], verbose=False).manifest"
+        "['weights_sha256'])\n"
+    )
+    one = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[-1]
+    assert one == here.manifest["weights_sha256"] == toy_build.weights_sha256(here)
+
+
+def test_a_damaged_weight_file_is_rebuilt_not_trusted(tmp_path, monkeypatch):
+    _micro(monkeypatch)
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    world = toy_build.build_toy_world("micro", verbose=False)
+    weights = world.model_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-16])
+    assert toy_build.find_toy_world("micro") is None
+    again = toy_build.build_toy_world("micro", verbose=False)
+    assert toy_build.weights_sha256(again) == again.manifest["weights_sha256"]
+
+
+def test_a_build_that_differs_from_the_reference_says_so(tmp_path, monkeypatch):
+    _micro(monkeypatch)
+    world = toy_build.build_toy_world("micro", out=tmp_path / "w", verbose=False)
+    refs = tmp_path / "refs.json"
+    monkeypatch.setattr(toy_build, "REFERENCE_FILE", refs)
+    entry = {"weights_sha256": world.manifest["weights_sha256"], "machine": "ref box"}
+    refs.write_text(json.dumps({world.manifest["recipe_hash"]: entry}))
+    assert toy_build.check_reference(world) is None
+    refs.write_text(
+        json.dumps({world.manifest["recipe_hash"]: entry | {"weights_sha256": "0" * 64}})
+    )
+    warning = toy_build.check_reference(world)
+    assert warning and "differs from the reference build (ref box)" in warning

@@ -287,3 +287,19 @@ def test_cli_bad_config_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "train.learning_rate" in err
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available() or not Path("/proc/self/clear_refs").exists(),
+    reason="the CPU peak is reset through Linux's /proc/self/clear_refs",
+)
+def test_cpu_peak_memory_counts_from_the_start_of_training() -> None:
+    """A trial's peak is training's, not the process's lifetime peak (a study evaluates the base
+    model first, in the same process, and that peak hid training's)."""
+    from harness.sft.train import _peak_memory_mb, _reset_peak_memory
+
+    earlier = torch.ones(64 * 2**20)  # 256 MiB resident before training, then freed
+    del earlier
+    before = _peak_memory_mb()
+    _reset_peak_memory()
+    assert _peak_memory_mb() < before - 200

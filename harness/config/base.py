@@ -23,4 +23,6 @@ REASONS = {
     "literal_error": "must be one of {expected}",
     "too_short": "must have at least {min_length} item(s)",
     "string_pattern_mismatch": "must match {pattern}",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping",
 }

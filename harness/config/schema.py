@@ -177,6 +177,21 @@ class StandardTask(BaseModel):
         return self.model_copy(update={"data_files": files})
 
 
+def task_name(entry: str | StandardTask) -> str:
+    """The lm-eval task name of an `eval.tasks` entry (a name, or a StandardTask's `task`)."""
+    return entry if isinstance(entry, str) else entry.task
+
+
+class ReferenceScore(Strict):
+    """A published score of the base model, to check the eval setup against before trusting
+    any delta: `metric` is `<task>/<metric>` of per-item scores (e.g. `arc_easy/acc`), `value` a
+    fraction, `source` where it was published and how (harness, shots, metric)."""
+
+    metric: str = Field(pattern=r"^[A-Za-z0-9_\-.]+/[A-Za-z0-9_\-.]+$")
+    value: float = Field(ge=0, le=1, description="a fraction: 0.5412, not 54.12")
+    source: str = Field(min_length=1)
+
+
 class EvalConfig(Strict):
     suites: list[str] = Field(default_factory=lambda: ["forgetting", "refusal", "format"])
     dataset: Literal["auto", "toy", "english"] = Field(
@@ -189,6 +204,10 @@ class EvalConfig(Strict):
     suite_dirs: list[str] = Field(
         default_factory=list,
         description="extra folders holding suite folders (see evals/README.md)",
+    )
+    reference_scores: list[ReferenceScore] = Field(
+        default_factory=list,
+        description="published base-model scores: {metric: task/metric, value, source}",
     )
     limit: int | None = Field(None, gt=0)
     batch_size: int = Field(32, ge=1)
@@ -217,6 +236,21 @@ class EvalConfig(Strict):
                     raise ValueError(f"{item.get('task', 'entry')}.{where}: {reason}") from None
             out.append(item)
         return out
+
+
+class ReportConfig(Strict):
+    """How the study report decides its effects table (`harness report`)."""
+
+    multiplicity: Literal["holm", "bh"] = Field(
+        "holm",
+        description="error control over the effects table's cells: holm (family-wise: the "
+        "chance of any falsely decided cell) or bh (Benjamini-Hochberg: the false discovery rate)",
+    )
+    common_items: bool = Field(
+        False,
+        description="pair runs on the items they share when a suite's items differ between "
+        "runs (the report says how many were dropped) instead of refusing to compare",
+    )
 
 
 class Objective(Strict):
@@ -276,6 +310,7 @@ class Experiment(Strict):
     save_models: bool = False
     output_dir: str = Field("runs", description="where trial models/records go (relative: to cwd)")
     thresholds: dict[str, float] = Field(default_factory=dict, description="gate thresholds")
+    report: ReportConfig = Field(default_factory=ReportConfig)
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _raw: dict = PrivateAttr(default_factory=dict)
 
@@ -348,6 +383,8 @@ class StudySpec(Strict):
     constraints: list[Constraint] = Field(default_factory=list)
     search: dict[str, SearchSpace] = Field(default_factory=dict)
     suites: list[SuiteMetrics] = Field(default_factory=list)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    base_origin: str | None = None  # "base dequantized from 4-bit Q4_1 weights (...)"
 
     @field_validator("suites", mode="before")
     @classmethod
@@ -356,9 +393,14 @@ class StudySpec(Strict):
 
     @classmethod
     def of(
-        cls, exp: Experiment, objectives: list[tuple[str, str]], suites: Sequence[HasMetrics]
+        cls,
+        exp: Experiment,
+        objectives: list[tuple[str, str]],
+        suites: Sequence[HasMetrics],
+        base_origin: str | None = None,
     ) -> StudySpec:
-        """`suites`: the loaded suites of `exp.eval.suites`."""
+        """`suites`: the loaded suites of `exp.eval.suites`; `base_origin`: a sentence on where
+        the base weights came from (a dequantized GGUF), or None."""
         return cls(
             name=exp.name,
             model=exp.model,
@@ -369,9 +411,16 @@ class StudySpec(Strict):
             constraints=exp.constraints,
             search=exp.search,
             suites=[
-                SuiteMetrics(name=s.name, metrics=list(s.metrics), hosts_tasks=s.hosts_tasks)
+                SuiteMetrics(
+                    name=s.name,
+                    metrics=list(s.metrics),
+                    hosts_tasks=s.hosts_tasks,
+                    cluster_by=s.cluster_by,
+                )
                 for s in suites
             ],
+            report=exp.report,
+            base_origin=base_origin,
         )
 
 

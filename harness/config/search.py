@@ -143,4 +143,5 @@ NOT_SEARCHABLE = (
     "output_dir",
     "thresholds",
     "replicates",
+    "report",
 )

@@ -112,6 +112,9 @@ class SuiteFile(Strict):
     judge: JudgeSpec | None = None
     trained_items: StrictBool = False
     hosts_tasks: StrictBool = False
+    # doc field naming each item's family (paraphrases of one fact): intervals, tests and
+    # sample sizes over this suite count families, since a family's items fail together
+    cluster_by: str | None = Field(None, min_length=1)
     over_budget: Literal["error", "skip"] = "error"  # items that cannot fit the budget
 
     @model_validator(mode="after")
@@ -131,6 +134,7 @@ class SuiteMetrics(Strict):
     name: str
     metrics: list[MetricSpec] = Field(default_factory=list)
     hosts_tasks: bool = False
+    cluster_by: str | None = None  # doc field naming each item's family (see SuiteFile)
 
 
 class HasMetrics(Protocol):

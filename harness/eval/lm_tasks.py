@@ -31,7 +31,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from harness.config.schema import StandardTask
+from harness.config.schema import StandardTask, task_name
 from harness.util.errors import HarnessError
 
 SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
@@ -51,7 +51,7 @@ def lm_eval_tasks(entries: list[str | StandardTask]) -> list[str | dict[str, Any
     out: list[str | dict[str, Any]] = []
     seen: set[str] = set()
     for entry in entries:
-        name = entry if isinstance(entry, str) else entry.task
+        name = task_name(entry)
         if name in seen:
             raise HarnessError(f"eval.tasks: task '{name}' is listed twice")
         seen.add(name)
@@ -167,7 +167,7 @@ def task_metrics(
         if base_records is None or not pairs:
             continue
         cmp = paired_comparison(
-            [b["scores"][m] for b, _ in pairs], [r["scores"][m] for _, r in pairs], seed=0
+            [b["scores"][m] for b, _ in pairs], [r["scores"][m] for _, r in pairs]
         )
         out[metric_name(suite, task, f"base_{m}")] = cmp.mean_a
         out[metric_name(suite, task, f"{m}_delta")] = cmp.diff

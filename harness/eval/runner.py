@@ -477,7 +477,7 @@ def evaluate_model(
             "dataset": dataset,
             "max_new_tokens": cfg.max_new_tokens,
             "limit": limit if limit is not None else cfg.limit,
-            "tasks": cfg.tasks,
+            "tasks": [t if isinstance(t, str) else t.model_dump() for t in cfg.tasks],
         },
     }
     if out_dir is not None:

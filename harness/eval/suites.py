@@ -29,6 +29,7 @@ import yaml
 from pydantic import ValidationError
 
 from harness.config.load import format_validation_error
+from harness.config.schema import StandardTask, task_name
 from harness.config.suite import JudgeSpec, MetricSpec, SuiteFile
 from harness.util.errors import HarnessError
 from harness.util.files import numbered_rows, read_rows
@@ -56,6 +57,7 @@ class Suite:
     judge: JudgeSpec | None = None  # who decides refusals (suites that judge replies)
     trained_items: bool = False  # asks training prompts on purpose: not contamination
     hosts_tasks: bool = False  # the experiment's eval.tasks run and report with this suite
+    cluster_by: str | None = None  # doc field naming each item's family (config.suite.SuiteFile)
     over_budget: str = "error"  # an item that cannot fit the generation budget: error | skip
 
     @property
@@ -183,6 +185,7 @@ def _parse_suite(folder: Path) -> Suite:
         judge=spec.judge,
         trained_items=spec.trained_items,
         hosts_tasks=spec.hosts_tasks,
+        cluster_by=spec.cluster_by,
         over_budget=spec.over_budget,
     )
     for cfg in _task_yamls(suite):
@@ -477,16 +480,19 @@ def key_metrics(suites: Sequence[Suite] | Sequence[SuiteMetrics]) -> list[KeyMet
     return list({k.name: k for k in out}.values())
 
 
-def group_values(suite: Suite, spec: MetricSpec, dataset: str, extra_tasks=()) -> list[str]:
+def group_values(
+    suite: Suite, spec: MetricSpec, dataset: str, extra_tasks: Sequence[str | StandardTask] = ()
+) -> list[str]:
     """The values a per-group (`by`) metric takes on this suite's data: task labels (the
-    `split_by` values, or the task names) for `by: task`, else the doc field's values."""
+    `split_by` values, or the task names) for `by: task`, else the doc field's values.
+    `extra_tasks` are `eval.tasks` entries: names, or `{task, data_files}` entries."""
     if spec.by == "task":
         if suite.split_by:
             rows = read_rows(suite.data_path(dataset))
             values = [r.get(suite.split_by) for r in rows]
         else:
             values = [cfg.get("task") for cfg in _task_yamls(suite)]
-        values += list(extra_tasks)
+        values += [task_name(t) for t in extra_tasks]
     else:
         rows = read_rows(suite.data_path(dataset))
         values = [
@@ -499,7 +505,7 @@ def group_values(suite: Suite, spec: MetricSpec, dataset: str, extra_tasks=()) -
 
 
 def summary_names(
-    suite: Suite, dataset: str | None, extra_tasks: list[str] | tuple = ()
+    suite: Suite, dataset: str | None, extra_tasks: Sequence[str | StandardTask] = ()
 ) -> list[str]:
     """Every metric name `summaries.summarize` can produce for this suite (Wilson `_low`/`_high`
     and paired `delta_*` bounds included), so objectives and constraints are checked up front.
@@ -540,7 +546,7 @@ def check_metric_names(
     names: list[str],
     suites: list[Suite],
     dataset: str | None,
-    extra_tasks: list[str] | tuple = (),
+    extra_tasks: Sequence[str | StandardTask] = (),
 ) -> None:
     """Refuse objective or constraint metrics the chosen suites never produce: one line,
     listing the names they do produce (interval bounds left out for brevity). With `dataset`

@@ -10,8 +10,6 @@ from harness.eval.suites import Suite, field_values, matches
 from harness.util.errors import HarnessError
 from harness.util.names import metric_name
 
-_BOOTSTRAP_RESAMPLES = 2000
-
 
 def summarize(
     suite: Suite, records: list[dict], base_records: list[dict] | None = None
@@ -22,7 +20,8 @@ def summarize(
     parts' verdicts (list scores) that pass, with a cluster interval (`part_interval`). Metrics
     with `compare_base` also get
     `base_<name>`, `delta` (candidate - base, paired over the same items), `delta_low`,
-    `delta_high` (paired bootstrap) and `mcnemar_p` (exact; `p_value` for non-0/1 scores).
+    `delta_high` (Tango's interval; a paired t for non-0/1 scores; by family where the suite
+    declares `cluster_by`) and `mcnemar_p` (exact; `p_value` otherwise).
     """
     from harness.stats.comparison import paired_comparison, ratio_interval, wilson_interval
 
@@ -71,8 +70,9 @@ def summarize(
             cmp = paired_comparison(
                 [b["scores"][m.score] for b, _ in pairs],
                 [r["scores"][m.score] for _, r in pairs],
-                n_resamples=_BOOTSTRAP_RESAMPLES,
-                seed=0,
+                clusters=[json.dumps(field_values(r, suite.cluster_by)) for _, r in pairs]
+                if suite.cluster_by
+                else None,
             )
             p_name = "mcnemar_p" if cmp.test == "mcnemar_exact" else "p_value"
             out[metric_name(*prefix, f"base_{m.name}")] = cmp.mean_a

@@ -6,16 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.config.schema import is_toy, toy_size
+from harness.models.gguf import gguf_provenance, import_gguf, is_gguf_source
 from harness.util.errors import HarnessError
 
 
 def resolve_model_path(name: str) -> str:
-    """`toy` / `toy:tiny` → the cached toy model directory (built on first use); a local
-    directory as is; anything else is passed to transformers as a hub name."""
+    """`toy` / `toy:tiny` → the cached toy model directory (built on first use); a `.gguf`
+    file, a folder holding one, or `smollm2-135m-instruct` → its dequantized import in the cache
+    (harness/models/gguf.py); a local directory as is; anything else is passed to transformers
+    as a hub name."""
     if is_toy(name):
         from harness.models.toy.build import build_toy_world
 
         return str(build_toy_world(toy_size(name)).model_dir)
+    if is_gguf_source(name):
+        return str(import_gguf(name))
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
@@ -26,6 +31,25 @@ def resolve_model_path(name: str) -> str:
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise HarnessError(f"model path {name}: no such directory")
     return name  # a hub id such as Qwen/Qwen2.5-0.5B-Instruct
+
+
+def model_origin(name: str) -> dict:
+    """Where the base model's weights came from, for lineage and MLflow: the name as given, the
+    folder it resolves to and, for an imported GGUF, its sha256 and quantization (`gguf.json`)."""
+    path = resolve_model_path(name)
+    origin: dict = {"name": name, "path": path}
+    provenance = gguf_provenance(path) if Path(path).is_dir() else None
+    if provenance:
+        origin["gguf"] = provenance
+    return origin
+
+
+def base_origin(name: str) -> str | None:
+    """ "base dequantized from 4-bit Q4_1 weights (...)" for an imported GGUF, else None."""
+    from harness.models.gguf import provenance_line
+
+    info = model_origin(name).get("gguf")
+    return provenance_line(info) if info else None
 
 
 def device() -> str:

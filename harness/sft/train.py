@@ -26,6 +26,7 @@ What we add to `Trainer` (everything else is the library's):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -45,7 +46,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from harness.config.schema import Experiment
-from harness.models.load import device, load_model, load_tokenizer, train_dtype
+from harness.models.load import device, load_model, load_tokenizer, model_origin, train_dtype
 from harness.sft import mix_ops
 from harness.sft.batching import (
     IGNORE_INDEX,
@@ -147,6 +148,7 @@ def prepare_data(exp: Experiment, tokenizer: Any) -> PreparedData:
             f"{exp.name}: no trainable rows after encoding (see data.max_length / data.overlong)"
         )
     lineage = {
+        "base_model": model_origin(exp.model),
         "sources": {name: src.to_dict() for name, src in loaded.items()},
         "mix": mix.to_dict() | {"ops": ops},
         "trained": _trained_composition(rows),
@@ -288,8 +290,7 @@ def train(
             trainer.compute_loss_func = token_mean_loss
         for noisy in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(noisy)
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
+        _reset_peak_memory()
         start = time.perf_counter()
         try:
             trainer.train()
@@ -561,10 +562,30 @@ class _Monitor(TrainerCallback):
         return control
 
 
+def _reset_peak_memory() -> None:
+    """Start the peak-memory count at training: CUDA's allocator peak, or on Linux the process's
+    resident high-water mark (`/proc/self/clear_refs` 5). Without the reset a CPU trial reported
+    the peak of the whole process so far: loading, data preparation and, in a study, the base
+    model's evaluation (lm-eval's full-vocabulary logits for a batch of likelihood requests)."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        return
+    # not Linux, or not allowed: the process's lifetime peak is reported
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def _peak_memory_mb() -> float:
-    """Peak accelerator memory on CUDA; on CPU the process's peak resident set (Linux: KiB)."""
+    """Peak accelerator memory on CUDA; on CPU the resident high-water mark since
+    `_reset_peak_memory` (Linux `VmHWM`), else the process's lifetime peak (`ru_maxrss`)."""
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

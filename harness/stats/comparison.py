@@ -1,31 +1,34 @@
-"""Statistics for honest comparisons of two runs scored on the same eval items.
+"""Statistics for honest comparisons of runs scored on the same eval items.
 
 Two checkpoints evaluated on identical items give *paired* scores; comparing their means with
 unpaired standard errors (what lm-eval reports) wastes most of the signal and overstates noise.
 Everything here takes per-item scores in the same item order and uses only numpy and the
-standard library (scipy is a test-only reference), seeded so reports are reproducible.
+standard library (scipy is a test-only reference).
+
+Two questions, told apart by the number of runs per side:
+- one run per side asks about two *checkpoints* (is this candidate worse than that baseline?):
+  only item noise counts, because rerunning greedy evaluation of the same weights gives the same
+  scores;
+- several runs (seeds) per side ask about two *recipes* (does this configuration do worse than
+  that one?): a seed shifts every item of its run, so seed-to-seed noise is in the interval.
+Items that come in families (paraphrases of one fact, several prompts per fact) are given as
+`clusters` (one label per item): every interval, test and sample size then counts families,
+not items, because a model that forgets a fact fails all its paraphrases together.
 
 Public API
 ----------
-wilson_interval(successes, n, confidence=0.95) -> (low, high)
-    Interval for one proportion; sane at small n and at 0% / 100%.
-tango_interval(b_only, a_only, n, confidence=0.95) -> (low, high)
-    Score interval for a difference of paired proportions (vectorised).
-paired_bootstrap(a, b, *, n_resamples=2000, confidence=0.95, seed=0) -> PairedDiff
-    Mean of b - a with a percentile CI from resampling items (pairs stay together).
-mcnemar_exact(a, b) -> float
-    Two-sided exact McNemar p-value for 0/1 scores (binomial test on discordant pairs).
-paired_comparison(a, b, *, n_resamples=2000, confidence=0.95, seed=0) -> PairedComparison
-    Everything a report row needs: means, diff, CI (Tango for 0/1 scores, bootstrap for
-    others), one-sided bounds, p-value, n, discordance, sd of differences.
-pooled_comparison(a_runs, b_runs, ...) -> PairedComparison
-    Several runs (replicates) per side: per-item averages, two-level bootstrap.
-pooled_effect(pairs, ...) -> PooledEffect
+pooled_comparison(a_runs, b_runs, *, clusters=None, confidence=0.95) -> PairedComparison
+    b - a with its interval and p-values; one run per side is the paired (checkpoint) case.
+paired_comparison(a, b, *, clusters=None, confidence=0.95) -> PairedComparison
+    The same for one run per side.
+pooled_effect(pairs, *, clusters=None, configs=None, noise=None) -> PooledEffect
     One factor's effect pooled over matched pairs of configurations (and their replicates).
-items_needed(diff, threshold, *, discordance=None, sd=None) -> int | None
-    Items for the gate to settle a comparison (pass or regression); None when none can.
-min_detectable_effect(n, *, discordance=None, sd=None) -> float
-    The smallest paired change a suite of n items detects with 80% power.
+seed_noise(configs, *, clusters=None) -> SeedNoise | None
+    Seed-to-seed noise pooled over replicated configurations.
+wilson_interval, tango_interval, mcnemar_exact, paired_bootstrap: the building blocks.
+
+The decision rule (`verdict`, `verdicts`, `adjust_p`) and sample sizes (`items_needed`) are in
+`harness.stats.decision`.
 """
 
 from __future__ import annotations
@@ -34,14 +37,23 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 
+from harness.stats.student import t_quantile, t_sf
 from harness.util.errors import HarnessError
+
+PASS, REGRESSION, INCONCLUSIVE = "pass", "regression", "inconclusive"
+CHECKPOINTS, RECIPES = "checkpoints", "recipes"
 
 _EXACT_BINOMIAL_MAX_N = 2000
 _BOOTSTRAP_CHUNK = 256
 _BISECTION_STEPS = 60  # interval bounds to 2^-60: far below any reported digit
+_NORMAL = NormalDist()
+
+
+# ---------------------------------------------------------------- results
 
 
 @dataclass(frozen=True)
@@ -58,17 +70,20 @@ class PairedDiff:
 
 @dataclass(frozen=True)
 class PairedComparison:
-    """One row of a comparison report: run `b` (candidate) against run `a` (reference).
+    """One row of a comparison report: runs `b` (candidate) against runs `a` (reference).
 
-    `interval` names how `ci_low`/`ci_high` (two-sided at `confidence`) were computed:
-    "tango_score" for 0/1 scores, "bootstrap" for others, "two_level_bootstrap" for several
-    runs per side. `test` names how `p_value` (two-sided) and `p_lower`/`p_higher` (one-sided:
-    evidence that b is lower / higher than a) were computed: "mcnemar_exact" (binomial test
-    on the discordant items) when every score is 0/1, otherwise "sign_flip" (a seeded paired
-    permutation test on the differences), or "bootstrap" (share of two-level bootstrap means
-    on the other side of zero) for several runs per side.
-    `discordance` (share of items where the runs disagree, 0/1 scores only) and `sd_diff`
-    feed `items_needed` and `min_detectable_effect`.
+    `interval` names how `ci_low`/`ci_high` (two-sided at `confidence`) were computed and
+    `test` how `p_value` (two-sided, against no change) and `p_lower`/`p_higher` (one-sided:
+    evidence that b is lower / higher than a) were:
+    - "tango_score" / "mcnemar_exact": one run per side, 0/1 scores, independent items;
+    - "tango_score_clustered" / "score_clustered": the same with clustered items, Tango's
+      statistic on counts divided by the design effect (variance with clusters / without);
+    - "two_level_t": several runs per side: seed noise (the spread of run means) plus item noise
+      (the per-item differences, less the part seeds already count), Satterthwaite's df;
+    - "t" for one run per side of other scores: a t interval on per-item (per-cluster) differences.
+    `question` is "checkpoints" (one run per side, item noise only) or "recipes" (seed noise
+    included). `se`, `df`, `seed_var` (seed part of se^2), `design_effect` and `discordance`
+    (share of items where single runs disagree) feed `margin_p`, `verdict` and `items_needed`.
     """
 
     n: int
@@ -89,10 +104,62 @@ class PairedComparison:
     interval: str
     runs_a: int = 1
     runs_b: int = 1
+    se: float = 0.0
+    df: float = math.inf
+    clusters: int = 0
+    design_effect: float = 1.0
+    seed_var: float = 0.0
+    question: str = CHECKPOINTS
 
     def to_dict(self) -> dict[str, float | int | str | None]:
         """Plain dict for MLflow params/metrics and report tables."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class SeedNoise:
+    """Seed-to-seed noise pooled over replicated configurations (`seed_noise`):
+    `run_var` the variance of one run's mean score around its configuration's, `resid_var` the
+    part of it from items a seed answers differently (run x item), `df` its degrees of freedom
+    (runs less configurations)."""
+
+    run_var: float
+    resid_var: float
+    df: int
+
+
+FIXED = SeedNoise(run_var=0.0, resid_var=0.0, df=1)  # a fixed model: no seed noise
+
+
+@dataclass(frozen=True)
+class PooledEffect:
+    """A change (b - a) pooled over matched pairs of configurations: `n` items, `pairs` pairs,
+    `runs` the fewest replicate runs of any configuration in them. `interval` says how
+    `low`/`high` were computed, `p_value` is two-sided against no change, `seed_noise` whether
+    seed noise is in both (see `pooled_effect`)."""
+
+    diff: float
+    low: float
+    high: float
+    confidence: float
+    n: int
+    pairs: int
+    runs: int
+    interval: str
+    p_value: float = 1.0
+    se: float = 0.0
+    df: float = math.inf
+    clusters: int = 0
+    seed_noise: bool = True
+
+    @property
+    def decided(self) -> bool:
+        """Whether the interval excludes no change and includes seed noise (before any
+        multiplicity adjustment: `adjust_p` over a table's cells decides the table)."""
+        return self.seed_noise and (self.low > 0 or self.high < 0)
+
+
+# ---------------------------------------------------------------- checks
 
 
 def _check_confidence(confidence: float, name: str = "confidence") -> float:
@@ -104,7 +171,7 @@ def _check_confidence(confidence: float, name: str = "confidence") -> float:
 
 
 def _z(two_sided_confidence: float) -> float:
-    return NormalDist().inv_cdf(0.5 + two_sided_confidence / 2.0)
+    return _NORMAL.inv_cdf(0.5 + two_sided_confidence / 2.0)
 
 
 def _paired_arrays(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -128,6 +195,42 @@ def _paired_arrays(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, 
 
 def _binary(x: np.ndarray) -> bool:
     return bool(np.isin(x, (0.0, 1.0)).all())
+
+
+def _score_matrix(runs: Sequence[Sequence[float]], side: str) -> np.ndarray:
+    try:
+        m = np.asarray(runs, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise HarnessError(
+            f"{side} runs must hold the same number of numeric scores: {exc}"
+        ) from None
+    if m.ndim != 2 or m.shape[0] == 0 or m.shape[1] == 0:
+        raise HarnessError(f"{side}: give a list of runs, each a non-empty list of item scores")
+    if not np.isfinite(m).all():
+        raise HarnessError(f"{side}: scores must be finite (found NaN or inf)")
+    return m
+
+
+def cluster_codes(clusters: Sequence[object] | None, n: int) -> tuple[np.ndarray, int]:
+    """(cluster index per item, number of clusters); no labels: every item its own cluster."""
+    if clusters is None:
+        return np.arange(n), n
+    labels = list(clusters)
+    if len(labels) != n:
+        raise HarnessError(f"clusters: give one label per item ({n}), got {len(labels)}")
+    _, codes = np.unique(np.asarray([str(c) for c in labels]), return_inverse=True)
+    return codes.reshape(-1), int(codes.max()) + 1
+
+
+def _cluster_var(d: np.ndarray, codes: np.ndarray, g: int) -> float:
+    """Variance of mean(d) with items correlated within clusters (cluster-robust, CR1)."""
+    if g < 2:
+        return 0.0
+    totals = np.bincount(codes, weights=d - d.mean(), minlength=g)
+    return float(g / (g - 1) * (totals * totals).sum() / len(d) ** 2)
+
+
+# ---------------------------------------------------------------- building blocks
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -217,11 +320,12 @@ def paired_bootstrap(
     xa, xb = _paired_arrays(a, b)
     d = xb - xa
     means = _bootstrap_means(d, int(n_resamples), seed)
-    low, high = _bootstrap_bounds(means, confidence)
+    alpha = 1.0 - confidence
+    low, high = np.quantile(means, [alpha / 2.0, 1.0 - alpha / 2.0])
     return PairedDiff(
         diff=float(d.mean()),
-        low=low,
-        high=high,
+        low=float(low),
+        high=float(high),
         confidence=confidence,
         n=len(d),
         n_resamples=int(n_resamples),
@@ -263,7 +367,7 @@ def mcnemar_exact(a: Sequence[float], b: Sequence[float]) -> float:
     """
     xa, xb = _paired_arrays(a, b)
     if not (_binary(xa) and _binary(xb)):
-        raise HarnessError("mcnemar_exact needs 0/1 scores; use paired_bootstrap for others")
+        raise HarnessError("mcnemar_exact needs 0/1 scores; use paired_comparison for others")
     b_only = int(((xa == 0) & (xb == 1)).sum())
     a_only = int(((xa == 1) & (xb == 0)).sum())
     n = a_only + b_only
@@ -272,28 +376,22 @@ def mcnemar_exact(a: Sequence[float], b: Sequence[float]) -> float:
     return _binomial_two_sided_half(b_only, n)
 
 
-def _sign_flip_p(d: np.ndarray, n_resamples: int, seed: int) -> tuple[float, float, float]:
-    """Paired permutation test: under no difference each item's b - a is as likely negated.
-    Returns (two-sided, one-sided "b lower", one-sided "b higher") p-values."""
-    observed = d.mean()
-    if not np.any(d):
-        return 1.0, 1.0, 1.0
-    rng = np.random.default_rng(seed)
-    both = low = high = 0
-    for start in range(0, n_resamples, _BOOTSTRAP_CHUNK):
-        stop = min(start + _BOOTSTRAP_CHUNK, n_resamples)
-        signs = rng.choice((-1.0, 1.0), size=(stop - start, len(d)))
-        flipped = (signs * d).mean(axis=1)
-        both += int((np.abs(flipped) >= abs(observed) - 1e-12).sum())
-        low += int((flipped <= observed + 1e-12).sum())
-        high += int((flipped >= observed - 1e-12).sum())
-    return tuple((k + 1) / (n_resamples + 1) for k in (both, low, high))
+def _tango_score(x: Any, y: Any, m: Any, delta: Any) -> Any:
+    """Tango's score statistic for b - a = delta (decreasing in delta); 0 where its variance
+    vanishes. Plain arithmetic, so it takes floats (fast for one comparison) or arrays."""
+    big_b = -x - y + (2 * m - x + y) * delta
+    big_c = -y * delta * (1 - delta)
+    disc = big_b * big_b - 8 * m * big_c
+    q = (((disc + abs(disc)) / 2) ** 0.5 - big_b) / (4 * m)
+    var = m * (2 * q + delta * (1 - delta))
+    ok = (var > 0) * 1.0
+    return (x - y - m * delta) / (abs(var) + 1.0 - ok) ** 0.5 * ok
 
 
 def tango_interval(
-    b_only: np.ndarray | int,
-    a_only: np.ndarray | int,
-    n: np.ndarray | int,
+    b_only: np.ndarray | float,
+    a_only: np.ndarray | float,
+    n: np.ndarray | float,
     confidence: float = 0.95,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Tango's score interval for the difference of two paired proportions (b - a).
@@ -304,338 +402,331 @@ def tango_interval(
     Laake (2014, Stat Methods Med Res 23:1-25) recommend it for coverage close to nominal
     even at small n; unlike Wald or the bootstrap it does not collapse to [0, 0] when the runs
     never disagree: with no discordant item among n it still has width ~2 z^2 / n.
-    `benchmarks/gate_calibration.py` measures what the gate built on it does.
 
-    `b_only`: items only b gets right; `a_only`: items only a gets right; `n`: all items.
-    Vectorised (numpy arrays broadcast) so calibration studies run in milliseconds; the
-    bounds are found by bisection on the score statistic, which decreases in the difference.
+    `b_only`: items only b gets right; `a_only`: items only a gets right; `n`: all items
+    (counts divided by a design effect for clustered items may be fractional). Vectorised so
+    calibration studies run in milliseconds; the bounds are found by bisection on the score.
     """
     confidence = _check_confidence(confidence)
     x = np.asarray(b_only, dtype=float)
     y = np.asarray(a_only, dtype=float)
     m = np.asarray(n, dtype=float)
-    if np.any(m <= 0) or np.any(x < 0) or np.any(y < 0) or np.any(x + y > m):
+    if np.any(m <= 0) or np.any(x < 0) or np.any(y < 0) or np.any(x + y > m + 1e-9):
         raise HarnessError("tango_interval: need 0 <= b_only, a_only and b_only + a_only <= n")
     z = _z(confidence)
+    if x.ndim == y.ndim == m.ndim == 0:  # one comparison: the same bisection on floats
+        xf, yf, mf = float(x), float(y), float(m)
+        bounds = []
+        for lo, hi, target in ((-1.0, (xf - yf) / mf, z), ((xf - yf) / mf, 1.0, -z)):
+            for _ in range(_BISECTION_STEPS):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if _tango_score(xf, yf, mf, mid) > target else (lo, mid)
+            bounds.append(lo if target > 0 else hi)
+        return np.float64(bounds[0]), np.float64(bounds[1])
     x, y, m = np.broadcast_arrays(x, y, m)
-
-    def score(delta: np.ndarray) -> np.ndarray:
-        big_b = -x - y + (2 * m - x + y) * delta
-        big_c = -y * delta * (1 - delta)
-        q = (np.sqrt(np.maximum(big_b * big_b - 8 * m * big_c, 0.0)) - big_b) / (4 * m)
-        var = m * (2 * q + delta * (1 - delta))
-        num = x - y - m * delta
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(var > 0, num / np.sqrt(np.where(var > 0, var, 1.0)), 0.0)
-
+    shape = x.shape
+    x, y, m = (np.concatenate([v.ravel(), v.ravel()]) for v in (x, y, m))
+    k = x.size // 2  # first half: the lower bound (score = +z), second: the upper (-z)
+    target = np.concatenate([np.full(k, z), np.full(k, -z)])
     observed = (x - y) / m
-    lo_a, hi_a = np.full(x.shape, -1.0), observed.copy()  # lower bound: score(delta) = +z
-    lo_b, hi_b = observed.copy(), np.full(x.shape, 1.0)  # upper bound: score(delta) = -z
-    for _ in range(_BISECTION_STEPS):
-        mid = (lo_a + hi_a) / 2
-        above = score(mid) > z
-        lo_a, hi_a = np.where(above, mid, lo_a), np.where(above, hi_a, mid)
-        mid = (lo_b + hi_b) / 2
-        below = score(mid) < -z
-        lo_b, hi_b = np.where(below, lo_b, mid), np.where(below, mid, hi_b)
-    return lo_a, hi_b
+    lo = np.concatenate([np.full(k, -1.0), observed[k:]])
+    hi = np.concatenate([observed[:k], np.full(k, 1.0)])
+    for _ in range(_BISECTION_STEPS):  # the score decreases in delta
+        mid = (lo + hi) / 2
+        above = _tango_score(x, y, m, mid) > target
+        lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
+    return lo[:k].reshape(shape), hi[k:].reshape(shape)
 
 
-def _bootstrap_bounds(means: np.ndarray, confidence: float) -> tuple[float, float]:
-    """Two-sided percentile interval of bootstrap means."""
-    alpha = 1.0 - confidence
-    low, high = np.quantile(means, [alpha / 2.0, 1.0 - alpha / 2.0])
-    return float(low), float(high)
+# ---------------------------------------------------------------- seed noise
+
+
+def seed_noise(
+    configs: Sequence[Sequence[Sequence[float]]], *, clusters: Sequence[object] | None = None
+) -> SeedNoise | None:
+    """Seed-to-seed noise pooled over every configuration with two or more runs.
+
+    Each configuration is a list of runs (seeds) of per-item scores on the same items. A seed
+    moves a run's mean score in two ways: it shifts every item (a lucky or unlucky run) and it
+    answers single items differently. `run_var` is the within-configuration variance of run
+    means (both ways), `resid_var` the second way alone (from the run x item residuals,
+    summed within clusters), so that `pooled_comparison` can take the seed's item-level part
+    out of the item noise instead of counting it twice. None when no configuration repeats.
+    """
+    mats = [_score_matrix(c, "configuration") for c in configs]
+    widths = {m.shape[1] for m in mats}
+    if len(widths) > 1:
+        raise HarnessError("seed_noise: every run of every configuration must cover the same items")
+    if not mats:
+        return None
+    codes, g = cluster_codes(clusters, widths.pop())
+    ss = resid = 0.0
+    df = 0
+    for m in mats:
+        if m.shape[0] < 2:
+            continue
+        means = m.mean(axis=1)
+        centred = means - means.mean()
+        ss += float((centred * centred).sum())
+        df += m.shape[0] - 1
+        e = m - m.mean(axis=0, keepdims=True) - centred[:, None]
+        sums = np.stack([np.bincount(codes, weights=row, minlength=g) for row in e])
+        resid += float((sums * sums).sum()) / m.shape[1] ** 2
+    if df == 0:
+        return None
+    return SeedNoise(run_var=ss / df, resid_var=resid / df, df=df)
+
+
+def _combine(
+    mats: Sequence[np.ndarray],
+    weights: Sequence[float],
+    codes: np.ndarray,
+    g: int,
+    noises: Sequence[SeedNoise | None],
+) -> tuple[float, float, float, float]:
+    """(estimate, se, df, seed part of se^2) of sum_c w_c mean(configuration c).
+
+    `noises[c]` is configuration c's seed noise (configurations sharing one estimate share the
+    object). Without any, the variance is the clustered item variance of the per-item contrast
+    (df = clusters - 1). With them: a seed part per estimate, run_var * sum w_c^2 / runs_c,
+    plus the item part, the clustered variance less what seeds already put in it (resid_var),
+    combined with Satterthwaite's degrees of freedom (Welch's when each side has its own)."""
+    d = sum(w * m.mean(axis=0) for w, m in zip(weights, mats, strict=True))
+    v_items = _cluster_var(d, codes, g)
+    df_items = float(max(g - 1, 1))
+    if all(x is None for x in noises):
+        return float(d.mean()), math.sqrt(v_items), df_items, 0.0
+    parts: dict[int, list] = {}  # id(noise) -> [noise, sum of w^2 / runs]
+    for w, m, x in zip(weights, mats, noises, strict=True):
+        if x is None:
+            raise HarnessError("seed noise: give it for every configuration or for none")
+        parts.setdefault(id(x), [x, 0.0])[1] += w * w / m.shape[0]
+    seeds = [(x.run_var * k, x.df) for x, k in parts.values()]
+    v_items = max(0.0, v_items - sum(x.resid_var * k for x, k in parts.values()))
+    v_seed = sum(v for v, _ in seeds)
+    v = v_seed + v_items
+    if v <= 0:
+        return float(d.mean()), 0.0, float(min(df for _, df in seeds)), 0.0
+    df = v * v / (sum(s * s / df for s, df in seeds) + v_items * v_items / df_items)
+    return float(d.mean()), math.sqrt(v), df, v_seed
+
+
+def _t_tests(diff: float, se: float, df: float, delta: float = 0.0) -> tuple[float, float]:
+    """One-sided p-values (b - a above delta, below delta) of a t statistic."""
+    if se <= 0:
+        if diff > delta:
+            return 0.0, 1.0
+        return (1.0, 0.0) if diff < delta else (1.0, 1.0)
+    t = (diff - delta) / se
+    return t_sf(t, df), t_sf(-t, df)
+
+
+# ---------------------------------------------------------------- comparisons
 
 
 def paired_comparison(
     a: Sequence[float],
     b: Sequence[float],
     *,
-    n_resamples: int = 2000,
+    clusters: Sequence[object] | None = None,
     confidence: float = 0.95,
-    seed: int = 0,
 ) -> PairedComparison:
-    """Compare run b against run a on the same items: means, b - a with CI, and p-values.
+    """Compare one run b against one run a on the same items (two checkpoints).
 
-    0/1 scores (accuracy, refusal, format pass): Tango's score interval (`tango_interval`) and
-    exact McNemar p-values (binomial test on the items where the runs disagree). Other
-    scores: a seeded paired percentile bootstrap and sign-flip permutation p-values. The
-    one-sided p-values feed the gate's regression test; an exact test keeps its false-alarm
-    rate at or below the nominal level at every n.
+    0/1 scores: Tango's score interval and exact McNemar p-values (the binomial test on the
+    items where the runs disagree); with clusters, Tango's statistic on counts divided by the
+    design effect (clustered over independent variance of the mean difference, at least 1),
+    the usual correction for a score test on clustered pairs. Other scores: a t interval on
+    the per-item differences, summed within clusters when there are clusters.
     """
-    confidence = _check_confidence(confidence)
     xa, xb = _paired_arrays(a, b)
-    d = xb - xa
-    sd_diff = float(d.std(ddof=1)) if len(d) > 1 else 0.0
-    if _binary(xa) and _binary(xb):
-        a_only = int(((xa == 1) & (xb == 0)).sum())
-        b_only = int(((xa == 0) & (xb == 1)).sum())
-        low, high = (float(v) for v in tango_interval(b_only, a_only, len(d), confidence))
-        k = a_only + b_only
-        p = (mcnemar_exact(xa, xb), binomial_tail_half(b_only, k), binomial_tail_half(a_only, k))
-        test, interval = "mcnemar_exact", "tango_score"
-        discordance: float | None = k / len(d)
-    else:
-        _check_resamples(n_resamples)
-        means = _bootstrap_means(d, int(n_resamples), seed)
-        low, high = _bootstrap_bounds(means, confidence)
-        a_only = b_only = None
-        p = _sign_flip_p(d, int(n_resamples), seed)
-        test, interval = "sign_flip", "bootstrap"
-        discordance = None
-    return PairedComparison(
-        n=len(d),
-        mean_a=float(xa.mean()),
-        mean_b=float(xb.mean()),
-        diff=float(d.mean()),
-        ci_low=low,
-        ci_high=high,
-        confidence=confidence,
-        p_value=float(p[0]),
-        test=test,
-        sd_diff=sd_diff,
-        discordance=discordance,
-        a_only=a_only,
-        b_only=b_only,
-        p_lower=float(p[1]),
-        p_higher=float(p[2]),
-        interval=interval,
-    )
-
-
-def _score_matrix(runs: Sequence[Sequence[float]], side: str) -> np.ndarray:
-    try:
-        m = np.asarray(runs, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise HarnessError(
-            f"{side} runs must hold the same number of numeric scores: {exc}"
-        ) from None
-    if m.ndim != 2 or m.shape[0] == 0:
-        raise HarnessError(f"{side}: give a list of runs, each a list of per-item scores")
-    return m
+    return pooled_comparison([xa], [xb], clusters=clusters, confidence=confidence)
 
 
 def pooled_comparison(
     a_runs: Sequence[Sequence[float]],
     b_runs: Sequence[Sequence[float]],
     *,
-    n_resamples: int = 2000,
+    clusters: Sequence[object] | None = None,
     confidence: float = 0.95,
-    seed: int = 0,
+    noise: SeedNoise | None = None,
+    fixed_baseline: bool = False,
 ) -> PairedComparison:
-    """Compare several runs per side (replicates: same items, different seeds).
+    """Compare runs b against runs a on the same items: one run per side is the checkpoint
+    question (item noise only), several runs per side the recipe question (seed noise too).
 
-    One run per side is `paired_comparison`. Otherwise each item's score is averaged over a
-    side's runs and the interval comes from a two-level bootstrap: each resample draws runs
-    with replacement within each side, then items with replacement, so the interval reflects
-    seed-to-seed noise (a seed that shifts every item) as well as item noise. With two or
-    three runs per side the run level is resampled crudely and the interval errs wide, i.e.
-    towards "inconclusive" rather than towards a false pass or regression. The p-values are
-    the share of bootstrap means on the far side of zero (doubled for the two-sided one), so
-    they include seed noise too.
+    With several runs the estimate is the mean over runs and items, and its variance has two
+    parts: seed noise, the spread of each side's run means (each side its own, as Welch's test
+    does; a side with one run borrows the other's), and item noise, the per-item differences
+    (summed within clusters) less the part the seeds already count. A t interval with
+    Satterthwaite's df combines them, so two runs per side give wide intervals when seeds
+    matter (a t with 1-2 df) rather than wrong ones.
+    `noise` replaces the per-side estimates with one from more configurations (`seed_noise`).
+    `fixed_baseline`: the baseline is one fixed model (the base model before fine-tuning), not
+    a draw of a recipe, so only the candidate's side carries seed noise.
     """
     confidence = _check_confidence(confidence)
     ma, mb = _score_matrix(a_runs, "baseline"), _score_matrix(b_runs, "candidate")
-    if ma.shape[0] == 1 and mb.shape[0] == 1:
-        return paired_comparison(
-            ma[0], mb[0], n_resamples=n_resamples, confidence=confidence, seed=seed
+    if ma.shape[1] != mb.shape[1]:
+        raise HarnessError(
+            f"every run must cover the same items: got {ma.shape[1]} and {mb.shape[1]} scores"
         )
-    xa, xb = _paired_arrays(ma.mean(axis=0), mb.mean(axis=0))
-    if ma.shape[1] != mb.shape[1] or not (np.isfinite(ma).all() and np.isfinite(mb).all()):
-        raise HarnessError("every run must cover the same items with finite scores")
-    _check_resamples(n_resamples)
-    rng = np.random.default_rng(seed)
-    n, means = ma.shape[1], np.empty(int(n_resamples))
-    for start in range(0, int(n_resamples), _BOOTSTRAP_CHUNK):
-        stop = min(start + _BOOTSTRAP_CHUNK, int(n_resamples))
-        k = stop - start
-        wa = _run_weights(rng, k, ma.shape[0])
-        wb = _run_weights(rng, k, mb.shape[0])
-        per_item = wb @ mb - wa @ ma  # (k, n): each resample's per-item difference
-        idx = rng.integers(0, n, size=(k, n))
-        means[start:stop] = np.take_along_axis(per_item, idx, axis=1).mean(axis=1)
-    low, high = _bootstrap_bounds(means, confidence)
+    n = ma.shape[1]
+    codes, g = cluster_codes(clusters, n)
+    xa, xb = ma.mean(axis=0), mb.mean(axis=0)
     d = xb - xa
-    r = int(n_resamples)
-    p_lower = (int((means >= 0).sum()) + 1) / (r + 1)
-    p_higher = (int((means <= 0).sum()) + 1) / (r + 1)
+    sd_diff = float(d.std(ddof=1)) if n > 1 else 0.0
+    common = {
+        "n": n, "mean_a": float(xa.mean()), "mean_b": float(xb.mean()), "diff": float(d.mean()),
+        "confidence": confidence, "sd_diff": sd_diff, "runs_a": ma.shape[0],
+        "runs_b": mb.shape[0], "clusters": g,
+    }  # fmt: skip
+    replicated = ma.shape[0] > 1 or mb.shape[0] > 1
+    if not replicated and _binary(xa) and _binary(xb):
+        return _binary_comparison(xa, xb, codes, g, common)
+    noises = [noise, noise]
+    if replicated and noise is None:  # each side its own seed noise (Welch), or the other's
+        noises = [seed_noise([m], clusters=clusters) for m in (ma, mb)]
+        noises = [x or y for x, y in zip(noises, noises[::-1], strict=True)]
+    if fixed_baseline and noises[1] is not None:
+        noises[0] = FIXED
+    diff, se, df, v_seed = _combine([ma, mb], [-1.0, 1.0], codes, g, noises)
+    noise = noises[1]
+    if replicated and (ma.min() >= 0) and (mb.max() <= 1) and (ma.max() <= 1) and (mb.min() >= 0):
+        se = max(se, 1.0 / g)  # no disagreement seen is not none possible: as if one family did
+    q = t_quantile(0.5 + confidence / 2.0, df) if se > 0 else 0.0
+    p_higher, p_lower = _t_tests(diff, se, df)  # p_higher: evidence that b is higher
+    i_var = sd_diff**2 / n if n > 1 else 0.0
     return PairedComparison(
-        n=n,
-        mean_a=float(xa.mean()),
-        mean_b=float(xb.mean()),
-        diff=float(d.mean()),
-        ci_low=low,
-        ci_high=high,
-        confidence=confidence,
-        p_value=min(1.0, 2 * min(p_lower, p_higher)),
-        test="bootstrap",
-        sd_diff=float(d.std(ddof=1)) if n > 1 else 0.0,
+        **common,
+        ci_low=diff - q * se,
+        ci_high=diff + q * se,
+        p_value=min(1.0, 2.0 * min(p_lower, p_higher)),
+        test="two_level_t" if noise is not None else "t",
         discordance=None,
         a_only=None,
         b_only=None,
         p_lower=p_lower,
         p_higher=p_higher,
-        interval="two_level_bootstrap",
-        runs_a=ma.shape[0],
-        runs_b=mb.shape[0],
+        interval="two_level_t" if noise is not None else "t",
+        se=se,
+        df=df,
+        design_effect=max(1.0, (se * se - v_seed) / i_var) if i_var > 0 else 1.0,
+        seed_var=v_seed,
+        question=RECIPES if noise is not None else CHECKPOINTS,
     )
 
 
-@dataclass(frozen=True)
-class PooledEffect:
-    """A change (b - a) pooled over matched pairs of configurations: `n` items, `pairs` pairs,
-    `runs` the fewest replicate runs of any configuration in them. `interval` says how
-    `low`/`high` were computed (see `pooled_effect`)."""
+def _binary_comparison(
+    xa: np.ndarray, xb: np.ndarray, codes: np.ndarray, g: int, common: dict
+) -> PairedComparison:
+    n = len(xa)
+    a_only = int(((xa == 1) & (xb == 0)).sum())
+    b_only = int(((xa == 0) & (xb == 1)).sum())
+    k = a_only + b_only
+    d = xb - xa
+    deff = 1.0
+    if g < n and n > 1 and d.var() > 0:
+        deff = max(1.0, _cluster_var(d, codes, g) / (d.var(ddof=1) / n))
+    low, high = tango_interval(b_only / deff, a_only / deff, n / deff, common["confidence"])
+    if deff == 1.0:
+        p = (mcnemar_exact(xa, xb), binomial_tail_half(b_only, k), binomial_tail_half(a_only, k))
+        test, interval = "mcnemar_exact", "tango_score"
+    else:
+        z = _tango_score(b_only / deff, a_only / deff, n / deff, 0.0)
+        p = (min(1.0, 2 * min(_NORMAL.cdf(z), 1 - _NORMAL.cdf(z))), _NORMAL.cdf(z),
+             1 - _NORMAL.cdf(z))  # fmt: skip
+        test, interval = "score_clustered", "tango_score_clustered"
+    se = math.sqrt(deff * max(k / n - (common["diff"]) ** 2, 0.0) / n) if n else 0.0
+    return PairedComparison(
+        **common,
+        ci_low=float(low),
+        ci_high=float(high),
+        p_value=float(p[0]),
+        test=test,
+        discordance=k / n,
+        a_only=a_only,
+        b_only=b_only,
+        p_lower=float(p[1]),
+        p_higher=float(p[2]),
+        interval=interval,
+        se=se,
+        df=math.inf,
+        design_effect=deff,
+    )
 
-    diff: float
-    low: float
-    high: float
-    confidence: float
-    n: int
-    pairs: int
-    runs: int
-    interval: str
 
-    @property
-    def decided(self) -> bool:
-        """Whether the interval excludes no change."""
-        return self.low > 0 or self.high < 0
+# ---------------------------------------------------------------- effects of a factor
 
 
 def pooled_effect(
     pairs: Sequence[tuple[Sequence[Sequence[float]], Sequence[Sequence[float]]]],
     *,
-    n_resamples: int = 2000,
+    clusters: Sequence[object] | None = None,
+    configs: Sequence[tuple[object, object]] | None = None,
+    noise: SeedNoise | None = None,
     confidence: float = 0.95,
-    seed: int = 0,
 ) -> PooledEffect:
     """The effect of one factor level against a reference, pooled over configurations.
 
     Each pair is (reference runs, level runs) of two configurations that differ only in that
-    factor, each a list of runs (replicates) of per-item scores; every pair covers the same
-    items in the same order. The estimate is the mean per-item difference over all pairs. One
-    pair is `pooled_comparison` (one run per side: `paired_comparison`, Tango's interval for
-    0/1 scores). For several, a two-level bootstrap as `pooled_comparison` does: each resample
-    draws every configuration's runs with replacement, then items with replacement, the same
-    items for every pair, because a hard item is hard in every configuration. The pairs are
-    the design's own (the levels the other factors took), not resampled: the interval is
-    about the average effect over them.
+    factor, each a list of runs (replicates) of per-item scores on the same items in the same
+    order. The estimate is the mean over pairs of the per-item difference. A configuration
+    that serves in several pairs (`configs`: a (reference, level) label per pair; without
+    labels, configurations with identical scores are the same) enters once, with the sum of
+    its weights, so its noise is counted with the correlation it puts between pairs.
+
+    Seed noise comes from `noise` (the study's, pooled over all its replicated configurations:
+    `seed_noise`) or else from these configurations' replicates. With neither (one run per
+    configuration) the interval holds item noise only and `seed_noise` is False: the effect
+    is then about these checkpoints, not these recipes, and is not decided.
     """
     confidence = _check_confidence(confidence)
     if not pairs:
         raise HarnessError("pooled_effect: give at least one (reference runs, level runs) pair")
-    mats = [(_score_matrix(a, "reference"), _score_matrix(b, "level")) for a, b in pairs]
-    widths = {m.shape[1] for pair in mats for m in pair}
-    if len(widths) != 1 or not all(np.isfinite(m).all() for pair in mats for m in pair):
+    if configs is not None and len(configs) != len(pairs):
+        raise HarnessError("pooled_effect: give one (reference, level) label per pair")
+    mats: list[np.ndarray] = []
+    weights: list[float] = []
+    index: dict[object, int] = {}
+    for p, (ref, lvl) in enumerate(pairs):
+        for side, runs, sign in ((0, ref, -1.0), (1, lvl, 1.0)):
+            m = _score_matrix(runs, "reference" if side == 0 else "level")
+            label = configs[p][side] if configs is not None else ("scores", m.tobytes(), m.shape)
+            if label not in index:
+                index[label] = len(mats)
+                mats.append(m)
+                weights.append(0.0)
+            weights[index[label]] += sign / len(pairs)
+    widths = {m.shape[1] for m in mats}
+    if len(widths) != 1:
         raise HarnessError("pooled_effect: every run of every pair must cover the same items")
-    runs = min(m.shape[0] for pair in mats for m in pair)
-    if len(mats) == 1:
-        c = pooled_comparison(
-            mats[0][0], mats[0][1], n_resamples=n_resamples, confidence=confidence, seed=seed
-        )
-        return PooledEffect(c.diff, c.ci_low, c.ci_high, confidence, c.n, 1, runs, c.interval)
-    _check_resamples(n_resamples)
-    rng = np.random.default_rng(seed)
-    n, r = widths.pop(), int(n_resamples)
-    means = np.empty(r)
-    for start in range(0, r, _BOOTSTRAP_CHUNK):
-        k = min(start + _BOOTSTRAP_CHUNK, r) - start
-        per_item = np.zeros((k, n))
-        for ma, mb in mats:
-            per_item += _run_weights(rng, k, mb.shape[0]) @ mb
-            per_item -= _run_weights(rng, k, ma.shape[0]) @ ma
-        idx = rng.integers(0, n, size=(k, n))
-        means[start : start + k] = np.take_along_axis(per_item, idx, axis=1).mean(axis=1)
-    low, high = _bootstrap_bounds(means / len(mats), confidence)
-    diff = float(np.mean([mb.mean(axis=0) - ma.mean(axis=0) for ma, mb in mats]))
-    return PooledEffect(diff, low, high, confidence, n, len(mats), runs, "two_level_bootstrap")
-
-
-def _run_weights(rng: np.random.Generator, k: int, runs: int) -> np.ndarray:
-    """(k, runs) weights of runs drawn with replacement, each row summing to 1."""
-    draws = rng.integers(0, runs, size=(k, runs))
-    return np.stack([np.bincount(row, minlength=runs) for row in draws]) / runs
-
-
-def items_needed(
-    diff: float,
-    threshold: float,
-    *,
-    discordance: float | None = None,
-    sd: float | None = None,
-    confidence: float = 0.95,
-    power: float = 0.8,
-) -> int | None:
-    """Paired items for the gate to settle a comparison whose true difference is `diff`.
-
-    `diff` is the observed change in the good direction (negative = worse) and `threshold`
-    the allowed change (>= 0). The question is the gate's own:
-    - if diff > -threshold: how many items make the one-sided bound (at `confidence`) clear
-      the allowed change with probability `power`, i.e. a *pass* of the non-inferiority test;
-    - if diff < -threshold: how many make the one-sided 95% bound exclude zero, i.e. a
-      *regression*;
-    - if diff == -threshold: None, because no number of items can settle it: the estimate
-      sits on the allowed change.
-    Give `discordance` (0/1 scores; share of items where the runs disagree) or `sd` (sd of
-    per-item differences). Normal approximation n = (z_a + z_b)^2 * var / distance^2 with
-    var = discordance - diff^2 (McNemar's paired variance) or sd^2; rounded up. Treat it as
-    a floor: it assumes the observed difference and disagreement are the true ones.
-    """
-    if (discordance is None) == (sd is None):
-        raise HarnessError("items_needed: give exactly one of discordance= (0/1 scores) or sd=")
-    for name, value in (("diff", diff), ("threshold", threshold)):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-        ):
-            raise HarnessError(f"items_needed: {name} must be a number, got {value!r}")
-    if threshold < 0:
-        raise HarnessError(f"items_needed: threshold must be >= 0, got {threshold}")
-    confidence = _check_confidence(confidence)
-    power = _check_confidence(power, "power")
-    if discordance is not None:
-        if not 0.0 < float(discordance) <= 1.0:
-            raise HarnessError(f"items_needed: discordance must be in (0, 1], got {discordance}")
-        var = max(float(discordance) - float(diff) ** 2, 1e-12)
-    else:
-        if float(sd) <= 0:
-            raise HarnessError(f"items_needed: sd must be positive, got {sd}")
-        var = float(sd) ** 2
-    if math.isclose(diff, -threshold, abs_tol=1e-12):
-        return None
-    if diff > -threshold:
-        z_a, distance = NormalDist().inv_cdf(0.5 + confidence / 2.0), diff + threshold
-    else:
-        z_a, distance = NormalDist().inv_cdf(confidence), -diff
-    z_b = NormalDist().inv_cdf(power)
-    return max(1, math.ceil((z_a + z_b) ** 2 * var / distance**2 - 1e-9))
-
-
-def min_detectable_effect(
-    n: int,
-    *,
-    discordance: float | None = None,
-    sd: float | None = None,
-    confidence: float = 0.95,
-    power: float = 0.8,
-) -> float:
-    """Smallest true paired difference detected with probability `power` at `n` items.
-
-    The inverse of the regression side of `items_needed` (one-sided test at `confidence`):
-    (z_a + z_b) * sqrt(var / n), with var = discordance (0/1 scores, McNemar's variance
-    when the difference is small against the disagreement) or sd^2. Reports print it so a
-    reader sees which effects a suite of this size can and cannot resolve.
-    """
-    if (discordance is None) == (sd is None):
-        raise HarnessError("min_detectable_effect: give exactly one of discordance= or sd=")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise HarnessError(f"min_detectable_effect: n must be a positive integer, got {n!r}")
-    var = float(discordance) if discordance is not None else float(sd) ** 2
-    if var < 0:
-        raise HarnessError("min_detectable_effect: discordance/sd must be >= 0")
-    z = NormalDist().inv_cdf(_check_confidence(confidence)) + NormalDist().inv_cdf(
-        _check_confidence(power, "power")
+    n = widths.pop()
+    codes, g = cluster_codes(clusters, n)
+    runs = min(m.shape[0] for m in mats)
+    if noise is None:
+        noise = seed_noise(mats, clusters=clusters)
+    if len(pairs) == 1 and noise is None:
+        c = pooled_comparison(pairs[0][0], pairs[0][1], clusters=clusters, confidence=confidence)
+        return PooledEffect(
+            c.diff, c.ci_low, c.ci_high, confidence, n, 1, runs, c.interval, c.p_value, c.se,
+            c.df, g, seed_noise=False,
+        )  # fmt: skip
+    diff, se, df, _ = _combine(mats, weights, codes, g, [noise] * len(mats))
+    q = t_quantile(0.5 + confidence / 2.0, df) if se > 0 else 0.0
+    above, below = _t_tests(diff, se, df)
+    return PooledEffect(
+        diff=diff,
+        low=diff - q * se,
+        high=diff + q * se,
+        confidence=confidence,
+        n=n,
+        pairs=len(pairs),
+        runs=runs,
+        interval="two_level_t" if noise is not None else "t",
+        p_value=min(1.0, 2.0 * min(above, below)),
+        se=se,
+        df=df,
+        clusters=g,
+        seed_noise=noise is not None,
     )
-    return z * math.sqrt(var / int(n))

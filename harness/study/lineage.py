@@ -13,6 +13,7 @@ from harness.config.schema import (
     Experiment,
     StudySpec,
 )
+from harness.models.gguf import gguf_params
 from harness.study import tracking
 from harness.study.table import best_trials
 from harness.util.redact import redact
@@ -52,6 +53,7 @@ def _log_training(result: Any, lineage: dict, tokenizer: Any, exp: Experiment) -
             "lineage.chat_template.eval": template_hash,  # one tokenizer object serves both
             "lineage.git_commit": _git_commit(),
             "lineage.versions": package_versions(),
+            **gguf_params(lineage.get("base_model", {}).get("gguf"), "lineage.base"),
             **{
                 f"lineage.source.{name}.sha256": info.get("sha256", "")
                 for name, info in lineage.get("sources", {}).items()
@@ -68,6 +70,25 @@ def _log_spec(spec: StudySpec) -> None:
     import mlflow
 
     mlflow.log_dict(spec.model_dump(mode="json", exclude_none=True), "study/spec.json")
+
+
+def _log_base(exp: Experiment, base: Any) -> None:
+    """What the base model is and whether it reproduces its published scores: GGUF provenance
+    as parameters, `eval.reference_scores` checked on its records as `study/reference.json`
+    (the report's "Base model vs reference scores") and `reference/<task>/<metric>` metrics."""
+    import mlflow
+
+    from harness.eval.reference import check_references
+    from harness.models.load import model_origin
+
+    tracking.log_params(gguf_params(model_origin(exp.model).get("gguf"), "study.model"))
+    if not exp.eval.reference_scores:
+        return
+    checks = check_references(base.records, exp.eval.reference_scores)
+    mlflow.log_dict({"checks": [c.to_dict() for c in checks]}, "study/reference.json")
+    tracking.log_metrics(
+        {f"reference/{c.metric}": c.measured for c in checks if c.measured is not None}
+    )
 
 
 def _log_lint(lint: Any) -> None:

@@ -20,7 +20,7 @@ from harness.config.load import resolve_tracking_uri
 from harness.config.schema import Experiment, StudySpec
 from harness.study import tracking
 from harness.study.drills import drill
-from harness.study.lineage import _log_lint, _log_spec, _log_study_summary
+from harness.study.lineage import _log_base, _log_lint, _log_spec, _log_study_summary
 from harness.study.sampling import _grid_size, objectives_of
 from harness.study.storage import (
     HEARTBEAT_SECONDS,
@@ -63,7 +63,7 @@ def run_study(
     """
     from harness.eval import runner as ev
     from harness.eval.suites import check_metric_names, load_suites
-    from harness.models.load import load_tokenizer
+    from harness.models.load import base_origin, load_tokenizer
     from harness.preflight.lint import lint_experiment
     from harness.sft.train import prepare_data
 
@@ -105,8 +105,9 @@ def run_study(
     setup = _Setup(exp, tokenizer, base, dataset, experiment_id, objectives)
     with tracking.start_parent(exp, experiment_id, parent_params) as parent:
         _log_lint(lint)
-        _log_spec(StudySpec.of(exp, objectives, suites))
+        _log_spec(StudySpec.of(exp, objectives, suites, base_origin=base_origin(exp.model)))
         tracking.log_sources(prepared.lineage)  # the parent run's Dataset column: the mix
+        _log_base(exp, base)
         tracking.log_metrics({f"base/{k}": v for k, v in base.summary.items() if k.count("/") == 1})
         print(f"study {exp.name}: {_progress(study)[0]} of {target} trial(s) done")
         deadline = time.monotonic() + exp.timeout if exp.timeout else None

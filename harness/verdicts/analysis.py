@@ -20,16 +20,31 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from harness.config.schema import Constraint, Experiment, StudySpec
+from harness.config.schema import Constraint, Experiment, ReportConfig, StudySpec
 from harness.config.search import SearchSpace
 from harness.config.suite import SuiteMetrics
 from harness.eval.suites import KeyMetric
-from harness.stats.comparison import PooledEffect, paired_comparison, pooled_effect
+from harness.stats.comparison import (
+    PooledEffect,
+    SeedNoise,
+    pooled_comparison,
+    pooled_effect,
+    seed_noise,
+)
+from harness.stats.decision import decide_effects
 from harness.stats.pareto import best_of
 from harness.study.tracking import client_for
 from harness.util.errors import HarnessError
 from harness.util.names import metric_name
-from harness.verdicts.records import Indexed, index_records, item_scores, load_records, metric_items
+from harness.verdicts.records import (
+    Indexed,
+    index_records,
+    item_clusters,
+    item_scores,
+    load_records,
+    metric_items,
+    paired_keys,
+)
 from harness.verdicts.render import fmt_num
 
 _RUN_ID_KEYS = ("mlflow_run_id", "run_id", "mlflow_run", "mlflow run id")
@@ -74,6 +89,9 @@ class Study:
     base: dict[str, float] = field(default_factory=dict)  # the base model's metrics
     search: dict[str, SearchSpace] = field(default_factory=dict)  # the searched factors
     suites: list[SuiteMetrics] = field(default_factory=list)  # as the spec recorded them
+    report: ReportConfig = field(default_factory=ReportConfig)  # how effects are decided
+    base_origin: str | None = None  # "base dequantized from 4-bit Q4_1 weights (...)"
+    references: list[dict] = field(default_factory=list)  # study/reference.json's checks
     _records: dict[str, dict[str, list[dict]]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -91,7 +109,12 @@ class Study:
 
         found = load_suites(sorted(discover_suites(self.suite_dirs)), self.suite_dirs)
         return [
-            SuiteMetrics(name=s.name, metrics=list(s.metrics), hosts_tasks=s.hosts_tasks)
+            SuiteMetrics(
+                name=s.name,
+                metrics=list(s.metrics),
+                hosts_tasks=s.hosts_tasks,
+                cluster_by=s.cluster_by,
+            )
             for s in found
         ]
 
@@ -159,6 +182,12 @@ def _spec(client: Any, run_id: str) -> StudySpec | None:
         return StudySpec.model_validate(data) if data is not None else None
     except ValidationError as e:
         raise HarnessError(f"run {run_id}: study/spec.json: {e.errors()[0]['msg']}") from None
+
+
+def _references(client: Any, run_id: str) -> list[dict]:
+    """The base model's checks against `eval.reference_scores` (`study/reference.json`)."""
+    data = _study_json(client, run_id, "reference.json")
+    return list(data.get("checks", [])) if isinstance(data, dict) else []
 
 
 def _int_or_none(x: Any) -> int | None:
@@ -300,6 +329,13 @@ def load_study(name: str, tracking_uri: str, exp: Experiment | None = None) -> S
         },
         search=dict(search),
         suites=list(spec.suites) if spec is not None else [],
+        report=exp.report
+        if exp is not None
+        else spec.report
+        if spec is not None
+        else ReportConfig(),
+        base_origin=spec.base_origin if spec is not None else None,
+        references=_references(client, parent.info.run_id) if parent is not None else [],
     )
 
 
@@ -345,46 +381,41 @@ def best_trials(study: Study) -> tuple[list[Trial], str]:
     return picks, f"Pareto-optimal on {names} {how}."
 
 
-def pool_replicates(replicates: list[list[dict]]) -> list[dict]:
-    """One record per item, its `score` averaged over the replicate runs of a configuration.
+def forgetting_by_task(replicates: list[list[dict]], suite: str = "forgetting") -> list[dict]:
+    """Per-task accuracy vs the base model on the same items, with the paired interval.
 
-    How replicates are pooled for a paired comparison (against the base, or between
-    configurations): items are matched by (task, id) across replicates, each item's score
-    becomes its mean over the seeds (a fraction where the seeds disagree), and the comparison
-    pairs these per-item means. Seed-to-seed disagreement on an item thus widens the interval;
-    a shift shared by every item of one seed is visible in the replicate spread shown beside
-    it. An item missing from any replicate is left out, so every mean covers the same seeds.
-    """
-    if len(replicates) == 1:
-        return replicates[0]
-    keyed = [{(r.get("task"), str(r.get("id"))): r for r in rows} for rows in replicates]
-    common = [k for k in keyed[0] if all(k in other for other in keyed[1:])]
-    pooled = []
-    for key in common:
-        scores = [float(rows[key]["score"]) for rows in keyed if rows[key].get("score") is not None]
-        if len(scores) == len(keyed):
-            pooled.append(keyed[0][key] | {"score": sum(scores) / len(scores)})
-    return pooled
-
-
-def forgetting_by_task(records: list[dict]) -> list[dict]:
-    """Per-task accuracy vs the base model on the same items, with the paired interval."""
-    by_task: dict[str, list[dict]] = {}
-    for r in records:
-        by_task.setdefault(str(r.get("task", "?")), []).append(r)
-    rows = []
-    for task, recs in sorted(by_task.items()):
-        recs = [r for r in recs if r.get("base_score") is not None and r.get("score") is not None]
-        if not recs:
-            continue
-        recs.sort(key=lambda r: str(r.get("id")))
-        base = [float(r["base_score"]) for r in recs]
-        score = [float(r["score"]) for r in recs]
-        c = paired_comparison(base, score)
-        rows.append(
+    `replicates`: one configuration's records of `suite`, one list per replicate run (seed),
+    each record carrying the base model's score on its item. Items pair by (task, id) and
+    content (`records.paired_keys`); with one run the comparison is of two checkpoints, with
+    several it is of the recipe against the fixed base model, seed noise included
+    (`pooled_comparison(..., fixed_baseline=True)`)."""
+    runs = [
+        (
+            f"replicate {i}",
+            {
+                (str(r.get("task", "?")), str(r.get("id"))): r
+                for r in rows
+                if r.get("base_score") is not None and r.get("score") is not None
+            },
+        )
+        for i, rows in enumerate(replicates)
+    ]
+    if not runs:
+        return []
+    keys, _ = paired_keys(runs, suite)
+    by_task: dict[str, list[tuple[str, str]]] = {}
+    for key in keys:
+        by_task.setdefault(key[0], []).append(key)
+    out = []
+    for task, task_keys in sorted(by_task.items()):
+        base = [[float(runs[0][1][k]["base_score"]) for k in task_keys]]
+        scores = [[float(recs[k]["score"]) for k in task_keys] for _, recs in runs]
+        c = pooled_comparison(base, scores, fixed_baseline=True)
+        out.append(
             {
                 "task": task,
                 "n": c.n,
+                "runs": c.runs_b,
                 "base_acc": c.mean_a,
                 "acc": c.mean_b,
                 "delta": c.diff,
@@ -394,7 +425,7 @@ def forgetting_by_task(records: list[dict]) -> list[dict]:
                 "test": c.test,
             }
         )
-    return rows
+    return out
 
 
 # ---------------------------------------------------------------- effects of searched factors
@@ -402,13 +433,17 @@ def forgetting_by_task(records: list[dict]) -> list[dict]:
 
 @dataclass(frozen=True)
 class Effect:
-    """One level of a searched factor against its reference level on one headline metric."""
+    """One level of a searched factor against its reference level on one headline metric.
+    `p_adjusted` is its p-value adjusted over every cell of the table (`Effects.method`);
+    `decided` says the adjusted p is at most 5% and the interval includes seed noise."""
 
     factor: str
     level: str
     reference: str
     metric: str
     estimate: PooledEffect
+    p_adjusted: float = 1.0
+    decided: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         e = self.estimate
@@ -421,20 +456,34 @@ class Effect:
             "low": e.low,
             "high": e.high,
             "n": e.n,
+            "clusters": e.clusters,
             "pairs": e.pairs,
             "replicates": e.runs,
-            "decided": e.decided,
+            "seed_noise": e.seed_noise,
+            "p_value": e.p_value,
+            "p_adjusted": self.p_adjusted,
+            "decided": self.decided,
         }
 
 
 @dataclass
 class Effects:
-    """The main-effects table and the factors it leaves out, with why."""
+    """The main-effects table and the factors it leaves out, with why. `method`: how its
+    p-values are adjusted over all cells ("holm" or "bh"); `seed_df`: degrees of freedom of
+    the seed noise pooled over the study's replicated configurations (None: no configuration
+    was replicated, so no interval holds seed noise and no effect is decided); `dropped`:
+    items left out per suite (`report.common_items`)."""
 
     rows: list[Effect] = field(default_factory=list)
     continuous: list[str] = field(default_factory=list)  # float/int ranges: levels never repeat
     unmatched: list[str] = field(default_factory=list)  # no two trials differ only in it
     follows: dict[str, list[str]] = field(default_factory=dict)  # factor -> `followers`
+    method: str = "holm"
+    seed_df: dict[str, int | None] = field(default_factory=dict)  # metric -> df of seed noise
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+ALPHA = 0.05  # the table's error level: family-wise (holm) or false discovery rate (bh)
 
 
 Pair = tuple[list[Trial], list[Trial]]  # (trials at the reference level, trials at the level)
@@ -487,18 +536,26 @@ def matched_pairs(
     return {level: out[level] for level in levels[1:] if level in out}
 
 
-def main_effects(study: Study, *, seed: int = 0) -> Effects:
+def main_effects(study: Study, *, method: str | None = None) -> Effects:
     """The effect of each level of every discrete searched factor (grid or categorical, and
     conditional `cases` of them) against its first choice, on every headline metric.
 
     Pooled over the other factors and over replicates: the trials that differ only in the
     factor are paired (`matched_pairs`) and their per-item differences combined with
-    `stats.pooled_effect` (a two-level bootstrap over runs, then items). For a metric against
-    the base (`<suite>/delta`) the compared score is used: the base cancels out. Agreement
-    metrics (`agree_by`) have no per-item scores and are left out."""
-    out = Effects()
+    `stats.pooled_effect`, a configuration that serves in several pairs entering once. Seed
+    noise is pooled over every replicated configuration of the study (`stats.seed_noise`);
+    items are paired by content and counted by family where the suite declares one. The
+    p-values are adjusted over all cells with Holm or Benjamini-Hochberg (`method`, else the
+    study's `report.multiplicity`). For a metric against the base (`<suite>/delta`) the
+    compared score is used: the base cancels out. Agreement metrics (`agree_by`) have no
+    per-item scores and are left out."""
+    out = Effects(method=method or study.report.multiplicity)
     done = [t for t in study.trials if t.state == "COMPLETE" and t.run_ids]
     metrics = [k for k in study.key_metrics if k.spec.agree_by is None]
+    scores = {m.name: _config_scores(study, done, m, out.dropped) for m in metrics}
+    for m in metrics:
+        out.seed_df[m.name] = scores[m.name].noise.df if scores[m.name].noise else None
+    cells: list[tuple[str, str, str, str, PooledEffect]] = []
     for factor, space in study.search.items():
         if any(v.type in ("float", "int") for v in space.variants):
             out.continuous.append(factor)
@@ -511,10 +568,14 @@ def main_effects(study: Study, *, seed: int = 0) -> Effects:
             continue
         for level, level_pairs in pairs.items():
             for metric in metrics:
-                scores = _pair_scores(study, level_pairs, metric)
-                if scores:
-                    estimate = pooled_effect(scores, seed=seed)
-                    out.rows.append(Effect(factor, level, levels[0], metric.name, estimate))
+                estimate = scores[metric.name].effect(level_pairs)
+                if estimate is not None:
+                    cells.append((factor, level, levels[0], metric.name, estimate))
+    decided = decide_effects([c[4] for c in cells], out.method, alpha=ALPHA)
+    out.rows = [
+        Effect(*cell, p_adjusted=q, decided=ok)
+        for cell, (q, ok) in zip(cells, decided, strict=True)
+    ]
     return out
 
 
@@ -527,30 +588,59 @@ def followers(search: dict[str, SearchSpace], factor: str) -> list[str]:
     ]
 
 
-def _pair_scores(study: Study, pairs: list[Pair], metric: KeyMetric) -> list[tuple]:
-    """Per pair, (reference runs, level runs) of per-item scores of `metric`, on the items
-    every run of every pair holds (the same eval settings give the same items)."""
+@dataclass
+class _ConfigScores:
+    """One metric's per-item scores for every run of the study, on the items all of them
+    hold alike, with the suite's item families and the study's seed noise."""
+
+    by_run: dict[str, list[float]]
+    clusters: list[str] | None
+    noise: SeedNoise | None
+
+    def effect(self, pairs: list[Pair]) -> PooledEffect | None:
+        """The pooled effect over `pairs`; None when a run lacks the metric's records."""
+        runs = [r for ref, lvl in pairs for t in (*ref, *lvl) for r in t.run_ids]
+        if not self.by_run or any(r not in self.by_run for r in runs):
+            return None
+
+        def config(trials: list[Trial]) -> tuple[tuple[str, ...], list[list[float]]]:
+            ids = tuple(r for t in trials for r in t.run_ids)
+            return ids, [self.by_run[r] for r in ids]
+
+        sides = [(config(ref), config(lvl)) for ref, lvl in pairs]
+        return pooled_effect(
+            [(a[1], b[1]) for a, b in sides],
+            clusters=self.clusters,
+            configs=[(a[0], b[0]) for a, b in sides],
+            noise=self.noise,
+        )
+
+
+def _config_scores(
+    study: Study, trials: list[Trial], metric: KeyMetric, dropped: dict[str, int]
+) -> _ConfigScores:
+    """`metric`'s scores for every run of `trials` that has its suite's records, paired by
+    content across all of them (`records.paired_keys`: an error, or with
+    `report.common_items` the common items, counted in `dropped`)."""
+    empty = _ConfigScores({}, None, None)
     suite = next((s for s in study.declared_suites if s.name == metric.suite), None)
     if suite is None:
-        return []
-    runs = {r for ref, lvl in pairs for t in (*ref, *lvl) for r in t.run_ids}
-    indexed: dict[str, Indexed] = {}
-    for run_id in runs:
-        recs = study.indexed(run_id, suite.name)
-        if recs is None:
-            return []
-        indexed[run_id] = recs
+        return empty
+    indexed = {r: recs for t in trials for r in t.run_ids if (recs := study.indexed(r, suite.name))}
+    if not indexed:
+        return empty
+    runs = [(f"run {r}", recs[suite.name]) for r, recs in indexed.items()]
+    kept, dropped[suite.name] = paired_keys(runs, suite.name, common=study.report.common_items)
+    first = runs[0][1]
+    items = {k: first[k] for k in kept}
     name = metric_name(suite.name, metric.spec.name)
-    keys: set | None = None
-    for recs in indexed.values():
-        have = {n: k for n, _, k in metric_items(suite, recs[suite.name])}.get(name, [])
-        keys = set(have) if keys is None else keys & set(have)
+    keys = {n: k for n, _, k in metric_items(suite, items)}.get(name, [])
     if not keys:
-        return []
-    ordered = sorted(keys)
-
-    def scores(trials: list[Trial]) -> list[list[float]]:
-        chosen = [indexed[r] for t in trials for r in t.run_ids]
-        return item_scores(chosen, suite.name, metric.spec.score, ordered)
-
-    return [(scores(ref), scores(lvl)) for ref, lvl in pairs]
+        return empty
+    rows = item_scores(list(indexed.values()), suite.name, metric.spec.score, keys)
+    by_run = dict(zip(indexed, rows, strict=True))
+    clusters = item_clusters(items, keys, suite.cluster_by)
+    configs = [
+        [by_run[r] for r in t.run_ids] for t in trials if all(r in by_run for r in t.run_ids)
+    ]
+    return _ConfigScores(by_run, clusters, seed_noise(configs, clusters=clusters))

@@ -1,38 +1,42 @@
-"""The release gate: is a candidate run worse than a baseline run, on the same eval items?
+"""The release gate: is a candidate worse than a baseline, on the same eval items?
 
-Both runs' per-sample records (`records/<suite>.jsonl` in MLflow) are paired on
-(suite, task, id), so every comparison is paired (`harness.stats.comparison`): for 0/1 scores Tango's
-score interval for the difference of paired proportions and exact one-sided McNemar tests;
-for other scores a paired bootstrap and sign-flip tests. Runs evaluated on different suites
-or items are refused rather than compared, because an unpaired comparison would silently mix
-a model change with an item change.
+Both sides' per-sample records (`records/<suite>.jsonl` in MLflow, or `harness eval` folders)
+are paired by item: the same (suite, task, id) with the same content (`item_hash`: prompt,
+target, choices, generation settings). A suite whose items differ between runs is refused,
+naming the first differing item, because an unpaired comparison would silently mix a model
+change with an item change; `common_items=True` (`--common-items`) compares the items every
+run shares instead and reports how many were dropped.
+
+Which question is answered depends on the runs per side (`harness.stats.comparison`):
+- one run per side: two *checkpoints* (is this candidate worse than that baseline?), item noise
+  only: Tango's score interval for 0/1 scores, a paired t otherwise;
+- several runs (seeds) per side: two *recipes* (does this configuration do worse than that
+  one?): seed-to-seed noise is in the interval (a two-level t).
+A suite that declares item families (`cluster_by` in suite.yaml) is compared family by family.
 
 Each gated metric has an allowed change `m` in its bad direction (a drop for accuracy, harmful
-refusal and format pass; a rise for benign refusal). The decision is a non-inferiority test:
-- pass: the 95% interval's bad-side bound is within the allowed change (the candidate is shown
-  to be no worse than `m`; one-sided error 2.5%);
-- regression: the estimated change is beyond `m` in the bad direction AND a one-sided exact
-  test at 5% shows the candidate is worse at all (for 0/1 scores McNemar's binomial test, so
-  the rate of false alarms under no true change is at most 5% at every n);
+refusal and format pass; a rise for benign refusal). The rule (`harness.stats.decision`):
+- pass: a one-sided 5% test shows the change is within `m` (the 90% interval lies within it);
+- regression: a one-sided test shows the change is beyond `m`, at 5% Holm-adjusted over the
+  release's gated metrics;
 - inconclusive: neither; the report says how many paired items would settle it, or that none
-  can (the estimate sits on the allowed change).
-Measured error rates (`benchmarks/gate_calibration.py`, baseline accuracy 0.7): pass when the
-true drop equals `m` at most 3% of studies; regression under no change at most 4.3%;
-regression at a true drop of 2m with 1,000 items >= 95% when the runs disagree on ~10% of
-items (81% at 20%).
+  can (the estimate sits on the allowed change, or seed noise alone is too large).
+So, whatever the true changes: a metric whose change is at or beyond `m` passes at most 5% of
+the time, and a release whose every change is within its `m` fails anywhere (a regression on
+any gated metric) at most 5% of the time. `benchmarks/gate_calibration.py` measures both.
 Overall: regression if any gated metric regressed, else inconclusive if any was, else pass.
 Exit codes (`GateResult.exit_code`): 0 pass, 1 regression, 0 inconclusive (stated loudly) —
 or 1 with `strict=True`, for pipelines that must not ship on too little evidence. Too few items
 is a property of the eval set, not of the candidate, so by default it does not block.
 
 Per-task breakdowns are reported but gate nothing unless a threshold names them: a dozen small
-per-task tests would turn almost every release inconclusive or, by chance, regressed.
+per-task tests would turn almost every release inconclusive.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +49,13 @@ from harness.config.suite import MetricSpec
 from harness.eval.runner import load_result
 from harness.eval.suites import Suite, discover_suites, load_suite
 from harness.eval.suites import suite_dirs as suite_dirs_of
-from harness.stats.comparison import (
-    PairedComparison,
+from harness.stats.comparison import RECIPES, PairedComparison, pooled_comparison
+from harness.stats.decision import (
     items_needed,
+    judge_release,
+    margin_tests,
     min_detectable_effect,
-    pooled_comparison,
+    verdict,
 )
 from harness.study.tracking import client_for
 from harness.util.errors import HarnessError
@@ -58,9 +64,11 @@ from harness.verdicts.records import (
     Indexed,
     Key,
     index_records,
+    item_clusters,
     item_scores,
     load_records,
     metric_items,
+    paired_keys,
 )
 from harness.verdicts.render import (
     Block,
@@ -76,7 +84,9 @@ from harness.verdicts.render import (
 
 WORST_ITEMS = 10
 PASS, REGRESSION, INCONCLUSIVE = "pass", "regression", "inconclusive"
-REGRESSION_ALPHA = 0.05  # one-sided level of the "is it worse at all" test
+ALPHA = 0.05  # one-sided level of each test: pass and (Holm-adjusted) regression
+CONFIDENCE = 1 - 2 * ALPHA  # the interval whose bounds the rule reads
+__all__ = ["gate", "load_thresholds", "verdict", "GateResult", "MetricResult"]
 
 _COMPARED_SETTINGS = ("dataset", "max_new_tokens", "limit", "tasks")
 
@@ -92,6 +102,9 @@ class MetricResult:
     verdict: str
     items_needed: int | None
     reason: str
+    p_pass: float = 1.0  # one-sided: the change is within the allowed one
+    p_regression: float = 1.0  # one-sided: the change is beyond it
+    p_regression_adjusted: float = 1.0  # Holm over the gated metrics (gated rows only)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +116,9 @@ class MetricResult:
             "verdict": self.verdict,
             "items_needed": self.items_needed,
             "reason": self.reason,
+            "p_pass": self.p_pass,
+            "p_regression": self.p_regression,
+            "p_regression_adjusted": self.p_regression_adjusted,
             **self.comparison.to_dict(),
         }
 
@@ -117,6 +133,8 @@ class GateResult:
     unused_thresholds: list[str]
     out_dir: Path
     paths: dict[str, Path] = field(default_factory=dict)
+    question: str = "checkpoints"  # or "recipes": several runs per side (seed noise included)
+    dropped: dict[str, int] = field(default_factory=dict)  # suite -> items left out (common_items)
 
     def exit_code(self, strict: bool = False) -> int:
         """0 pass, 1 regression; inconclusive is 0, or 1 when `strict`."""
@@ -127,7 +145,13 @@ class GateResult:
     def summary(self) -> str:
         """A few lines for the terminal: the verdict and every gated metric."""
         lines = [
-            f"gate: {self.verdict.upper()}  (baseline {self.baseline}, candidate {self.candidate})"
+            f"gate: {self.verdict.upper()}  (baseline {self.baseline}, candidate {self.candidate})",
+            f"  question: {QUESTIONS[self.question]}",
+        ]
+        lines += [
+            f"  {suite}: {k} item(s) not held alike by every run left out (--common-items)"
+            for suite, k in self.dropped.items()
+            if k
         ]
         for m in self.metrics:
             if not m.gated:
@@ -142,6 +166,8 @@ class GateResult:
             )
         if self.verdict == INCONCLUSIVE:
             lines.append("  inconclusive: not enough evidence either way (exit 0; --strict fails)")
+        gated = sum(m.gated for m in self.metrics)
+        lines.append(f"  false-failure rate: {_fwer_sentence(gated)}")
         lines.append(f"report: {self.paths.get('html', self.out_dir)}")
         return "\n".join(lines)
 
@@ -234,48 +260,34 @@ def _check_settings(a: Side, b: Side) -> None:
                     )
 
 
-def _check_same_items(a: Side, b: Side) -> None:
-    """Every run of both sides must hold the same suites, items and item content (prompt,
-    target, generation settings: the records' `item_hash`)."""
+def _check_same_items(a: Side, b: Side, common: bool) -> dict[str, int]:
+    """Every run of both sides must hold the same suites, and each suite the same items with
+    the same content (`records.paired_keys`); with `common`, each suite keeps the items every
+    run holds alike (the others are dropped from every run's records, and counted)."""
     ref, ref_src = a.records[0], a.sources[0]
-    for side in (a, b):
-        for src, recs in zip(side.sources, side.records, strict=True):
-            if set(recs) != set(ref):
-                raise HarnessError(
-                    f"runs evaluated on different suites: baseline {ref_src} has "
-                    f"{sorted(ref) or 'none'}, {side.role} {src} has {sorted(recs) or 'none'}; "
-                    "compare runs scored on the same suites"
-                )
-            for suite in sorted(ref):
-                only_a, only_b = (
-                    set(ref[suite]) - set(recs[suite]),
-                    set(recs[suite]) - set(ref[suite]),
-                )
-                if only_a or only_b:
-                    example = "/".join(sorted(only_a or only_b)[0])
-                    raise HarnessError(
-                        f"suite '{suite}' has different items: {len(only_a)} only in baseline "
-                        f"{ref_src}, {len(only_b)} only in {side.role} {src} (e.g. {example}); "
-                        "re-evaluate both on the same items"
-                    )
-                for key, r in recs[suite].items():
-                    _check_same_content(
-                        suite, key, ref[suite][key], r, ref_src, f"{side.role} {src}"
-                    )
-
-
-def _check_same_content(suite: str, key: Key, a: dict, b: dict, src_a: str, src_b: str) -> None:
-    if a.get("item_hash") is None or b.get("item_hash") is None or a["item_hash"] == b["item_hash"]:
-        return
-    what = next(
-        (f for f in ("prompt", "target", "choices", "generation") if a.get(f) != b.get(f)),
-        "item content",
-    )
-    detail = f" ({a.get(what)} vs {b.get(what)})" if what == "generation" else ""
-    raise HarnessError(
-        f"suite '{suite}' item {key[0]}/{key[1]}: {what} differs between baseline {src_a} and "
-        f"{src_b}{detail}; re-evaluate both on the same items and settings"
-    )
+    runs = [
+        (f"{side.role} {src}", recs)
+        for side in (a, b)
+        for src, recs in zip(side.sources, side.records, strict=True)
+    ]
+    for label, recs in runs:
+        if set(recs) != set(ref):
+            raise HarnessError(
+                f"runs evaluated on different suites: baseline {ref_src} has "
+                f"{sorted(ref) or 'none'}, {label} has {sorted(recs) or 'none'}; "
+                "compare runs scored on the same suites"
+            )
+    dropped = {}
+    for suite in sorted(ref):
+        keys, dropped[suite] = paired_keys(
+            [(label, recs[suite]) for label, recs in runs], suite, common=common
+        )
+        if not keys:
+            raise HarnessError(f"suite '{suite}': no item is held alike by every run")
+        if dropped[suite]:
+            for _, recs in runs:
+                recs[suite] = {k: recs[suite][k] for k in keys}
+    return dropped
 
 
 def _suites(names: list[str], suite_dirs: list[str | Path] | tuple) -> dict[str, Suite]:
@@ -292,72 +304,73 @@ def _suites(names: list[str], suite_dirs: list[str | Path] | tuple) -> dict[str,
 # ---------------------------------------------------------------- verdicts
 
 
-def decide(
-    diff: Any,
-    ci_low: Any,
-    ci_high: Any,
-    p_lower: Any,
-    p_higher: Any,
-    threshold: float,
-    higher_is_better: bool,
-) -> np.ndarray:
-    """The decision rule on arrays of comparisons (so `benchmarks/gate_calibration.py` measures
-    exactly what `verdict` does); see the module docstring for the rule."""
-    if higher_is_better:
-        d, worst, p_worse = np.asarray(diff), np.asarray(ci_low), np.asarray(p_lower)
-    else:
-        d, worst, p_worse = -np.asarray(diff), -np.asarray(ci_high), np.asarray(p_higher)
-    eps = 1e-12
-    passed = worst >= -threshold - eps
-    regressed = ~passed & (p_worse <= REGRESSION_ALPHA) & (d < -threshold - eps)
-    return np.where(passed, PASS, np.where(regressed, REGRESSION, INCONCLUSIVE))
+QUESTIONS = {
+    "checkpoints": "one run per side: are these two checkpoints different? (item noise only; "
+    "a retrained candidate would vary more)",
+    "recipes": "several runs per side: do these two recipes differ? (seed-to-seed noise included)",
+}
 
 
-def verdict(c: PairedComparison, threshold: float, higher_is_better: bool) -> str:
-    """Non-inferiority verdict; `threshold` is the allowed change in the bad direction."""
-    return str(
-        decide(c.diff, c.ci_low, c.ci_high, c.p_lower, c.p_higher, threshold, higher_is_better)
+def _fwer_sentence(gated: int) -> str:
+    return (
+        f"a release whose every gated change is within its allowed change is called a "
+        f"regression on any of its {gated} gated metric(s) at most {ALPHA:.0%} of the time "
+        "(Holm over the gated metrics); a metric changed by its allowed change or more passes "
+        f"at most {ALPHA:.0%} of the time"
     )
 
 
 def _pilot(c: PairedComparison) -> dict[str, float]:
     """What the sample-size formulas take from this comparison: its disagreement for 0/1
     scores, as (k + 1) / (n + 2) so that none observed still counts, else the sd of the
-    differences."""
+    per-item differences; its design effect (families of items) and seed noise."""
+    out: dict[str, float] = {"design_effect": c.design_effect}
     if c.discordance is not None:
-        return {"discordance": ((c.a_only or 0) + (c.b_only or 0) + 1) / (c.n + 2)}
-    return {"sd": c.sd_diff if c.sd_diff > 0 else 1.0 / c.n}
+        out["discordance"] = ((c.a_only or 0) + (c.b_only or 0) + 1) / (c.n + 2)
+    else:
+        out["sd"] = c.sd_diff if c.sd_diff > 0 else 1.0 / c.n
+    return out
 
 
 def detectable_change(c: PairedComparison) -> float:
-    """The smallest true change these items detect with 80% power (`stats.min_detectable_effect`)
-    at the comparison's disagreement (`_pilot`)."""
-    return min_detectable_effect(c.n, **_pilot(c))
+    """The smallest true change these items detect with 80% power (`min_detectable_effect`)
+    at the comparison's disagreement and design effect (`_pilot`)."""
+    return min_detectable_effect(c.n, alpha=ALPHA, **_pilot(c))
 
 
-def _items_needed(c: PairedComparison, threshold: float, up: bool) -> int | None:
+def _items_needed(c: PairedComparison, threshold: float, up: bool, gated: int) -> int | None:
     """Paired items that would settle this comparison at its observed difference and
-    disagreement (see `stats.items_needed`); None when no number of items can."""
-    return items_needed(c.diff if up else -c.diff, threshold, **_pilot(c))
+    disagreement (see `items_needed`), the regression side at Holm's first level; None when no
+    number of items can."""
+    pilot = _pilot(c) | {"seed_var": c.seed_var}
+    level = ALPHA / max(gated, 1)
+    return items_needed(
+        c.diff if up else -c.diff, threshold, alpha=ALPHA, alpha_regression=level, **pilot
+    )
 
 
-def _reason(v: str, c: PairedComparison, t: float, up: bool, needed: int | None) -> str:
+def _reason(r: MetricResult) -> str:
+    c, t, up, needed, v = r.comparison, r.threshold, r.higher_is_better, r.items_needed, r.verdict
     bad = "drop" if up else "rise"
     ci = f"[{fmt_num(c.ci_low)}, {fmt_num(c.ci_high)}]"
     if v == REGRESSION:
         return (
-            f"the change {fmt_num(c.diff)} is beyond the allowed {bad} of {fmt_num(t)} and a "
-            f"one-sided test rules out no change (p = {fmt_num(c.p_lower if up else c.p_higher)}; "
-            f"interval {ci})"
+            f"the 90% interval {ci} lies beyond the allowed {bad} of {fmt_num(t)} (one-sided "
+            f"p = {fmt_num(r.p_regression)}, {fmt_num(r.p_regression_adjusted)} Holm-adjusted)"
         )
     if v == PASS:
-        return f"the interval {ci} rules out a {bad} beyond {fmt_num(t)}"
+        return (
+            f"the 90% interval {ci} lies within the allowed {bad} of {fmt_num(t)} (one-sided "
+            f"p = {fmt_num(r.p_pass)})"
+        )
     worse = -c.diff if up else c.diff
     if needed is None:
-        return (
-            f"the interval {ci} straddles the allowed {bad} of {fmt_num(t)} and the estimate "
-            "sits on it: no number of items can settle it"
+        why = (
+            "the estimate sits on it"
+            if abs(worse - t) < 1e-12
+            else "seed noise alone is too large: more runs per side, not more items, would help"
         )
+        return f"the interval {ci} straddles the allowed {bad} of {fmt_num(t)} and {why}"
     goal = "show a regression" if worse > t else "pass it"
     return (
         f"the interval {ci} straddles the allowed {bad} of {fmt_num(t)}; about {needed} paired "
@@ -421,30 +434,30 @@ def gate(
     thresholds: dict[str, float] | None = None,
     out_dir: str | Path | None = None,
     suite_dirs: list[str | Path] | tuple = (),
+    common_items: bool = False,
 ) -> GateResult:
     """Compare a candidate with a baseline item by item and write report.md, report.html and
     gate.json.
 
     Each side is one or more MLflow run ids or `harness eval` output folders (replicates:
-    same items, different seeds); several runs per side are pooled by averaging each item's
-    score over the side's runs, with a two-level bootstrap interval (`stats.pooled_comparison`).
-    Items pair on (suite, task, id) and must agree in content (`item_hash`: prompt, target,
-    choices, generation settings; records written before hashes existed are not checked),
-    and the logged eval settings must agree. Metrics, directions and default allowed changes
-    come from each suite's suite.yaml
-    (`suite_dirs`: extra folders holding suites); `thresholds` maps a metric (or a whole
-    suite) to its allowed change in the bad direction; naming a per-group metric gates it too.
+    same items, different seeds); with several runs per side the question is about recipes and
+    seed noise is in every interval (`stats.pooled_comparison`). Items pair on (suite, task,
+    id) and must agree in content (`item_hash`; records written before hashes existed are not
+    checked) unless `common_items`, and the logged eval settings must agree. Metrics,
+    directions, default allowed changes and item families (`cluster_by`) come from each
+    suite's suite.yaml (`suite_dirs`: extra folders holding suites); `thresholds` maps a
+    metric (or a whole suite) to its allowed change in the bad direction; naming a per-group
+    metric gates it too.
     """
     uri = resolve_tracking_uri(tracking_uri)
     a = _load_side("baseline", _as_list(baseline_run_id), uri)
     b = _load_side("candidate", _as_list(candidate_run_id), uri)
     _check_settings(a, b)
-    _check_same_items(a, b)
+    dropped = _check_same_items(a, b, common_items)
     user = dict(thresholds or {})
     suites = _suites(sorted(a.records[0]), suite_dirs)
 
-    results: list[MetricResult] = []
-    worst: dict[str, list[dict]] = {}
+    rows: list[tuple] = []  # (name, suite, gated, up, threshold, comparison, keys, ma, mb)
     known: set[str] = set()
     for suite in suites.values():
         items = a.records[0][suite.name]
@@ -454,22 +467,36 @@ def gate(
             up, t = spec.higher_is_better, _threshold(spec, name, suite.name, user)
             ma = np.asarray(item_scores(a.records, suite.name, spec.score, keys), dtype=float)
             mb = np.asarray(item_scores(b.records, suite.name, spec.score, keys), dtype=float)
-            c = pooled_comparison(ma, mb)
-            v = verdict(c, t, up)
-            needed = _items_needed(c, t, up) if v == INCONCLUSIVE else None
-            results.append(
-                MetricResult(
-                    name, suite.name, gated, up, t, c, v, needed, _reason(v, c, t, up, needed)
-                )
-            )
-            if gated and v != PASS:
-                moved = _worst(
-                    keys, ma.mean(0), mb.mean(0), items, b.records[0][suite.name], up, suite.name
-                )
-                if moved:
-                    worst[name] = moved
+            clusters = item_clusters(items, keys, suite.cluster_by)
+            c = pooled_comparison(ma, mb, clusters=clusters, confidence=CONFIDENCE)
+            rows.append((name, suite.name, gated, up, t, c, keys, ma, mb))
     _check_threshold_names(user, set(suites), known)
     unused = sorted(k for k in user if k not in known and k not in suites)
+
+    gated_rows = [r for r in rows if r[2]]
+    judged = judge_release(
+        [r[5] for r in gated_rows], [r[4] for r in gated_rows], [r[3] for r in gated_rows],
+        alpha=ALPHA,
+    )  # fmt: skip
+    joint = dict(zip([r[0] for r in gated_rows], judged, strict=True))
+    results: list[MetricResult] = []
+    worst: dict[str, list[dict]] = {}
+    for name, suite_name, gated, up, t, c, keys, ma, mb in rows:
+        p_pass, p_regression = margin_tests(c, t, up)
+        j = joint.get(name)
+        v = j.verdict if j is not None else verdict(c, t, up, alpha=ALPHA)
+        adjusted = j.p_regression_adjusted if j is not None else p_regression
+        needed = _items_needed(c, t, up, len(gated_rows)) if v == INCONCLUSIVE else None
+        r = MetricResult(name, suite_name, gated, up, t, c, v, needed, "", p_pass, p_regression,
+                         adjusted)  # fmt: skip
+        results.append(replace(r, reason=_reason(r)))
+        if gated and v != PASS:
+            items = a.records[0][suite_name]
+            moved = _worst(
+                keys, ma.mean(0), mb.mean(0), items, b.records[0][suite_name], up, suite_name
+            )
+            if moved:
+                worst[name] = moved
 
     gated = [r for r in results if r.gated]
     if any(r.verdict == REGRESSION for r in gated):
@@ -478,9 +505,11 @@ def gate(
         overall = INCONCLUSIVE
     else:
         overall = PASS
+    question = RECIPES if len(a.sources) > 1 or len(b.sources) > 1 else "checkpoints"
     base_label, cand_label = ",".join(a.sources), ",".join(b.sources)
     out = Path(out_dir) if out_dir else Path("reports") / f"gate-{_short_id(a)}-{_short_id(b)}"
-    result = GateResult(base_label, cand_label, overall, results, worst, unused, out)
+    result = GateResult(base_label, cand_label, overall, results, worst, unused, out,
+                        question=question, dropped=dropped)  # fmt: skip
     title = f"Release gate: {', '.join(b.names)} vs {', '.join(a.names)}"
     md, html = write_report(out, title, _blocks(result, uri, a, b))
     payload = {
@@ -488,10 +517,14 @@ def gate(
         "candidate": b.sources,
         "tracking_uri": uri,
         "verdict": overall,
+        "question": question,
+        "false_failure_rate": _fwer_sentence(len(gated)),
+        "alpha": ALPHA,
         "exit_code": result.exit_code(),
         "exit_code_strict": result.exit_code(strict=True),
         "thresholds": {r.metric: r.threshold for r in results if r.gated},
         "unused_thresholds": unused,
+        "dropped_items": dropped,
         "metrics": [r.to_dict() for r in results],
         "worst_items": worst,
     }
@@ -568,7 +601,7 @@ def _plot_diffs(results: list[MetricResult]) -> bytes | None:
         ax.plot([limit, limit], [i - 0.3, i + 0.3], "k:", lw=1.5)
     ax.axvline(0, color="grey", lw=1)
     ax.set_yticks(range(len(rows)), [r.metric for r in rows], fontsize=8)
-    ax.set_xlabel("candidate - baseline (95% paired bootstrap CI); dotted: allowed change")
+    ax.set_xlabel("candidate - baseline (90% interval the rule reads); dotted: allowed change")
     ax.grid(alpha=0.3, axis="x")
     return figure_png(fig)
 
@@ -587,30 +620,45 @@ def _blocks(result: GateResult, uri: str, a: Side, b: Side) -> list[Block]:
         "Exit code 0 by default; `--strict` makes it 1. Evaluate on more items to settle it.",
     }
     blocks.append(Para(meaning[result.verdict], warn=result.verdict != PASS))
+    blocks.append(Para(f"Question: {QUESTIONS[result.question]}."))
     blocks.append(
         Para(
             f"Baseline {_describe(a)}, candidate {_describe(b)}, tracking {uri}. Every metric "
             "is compared on identical items paired on (suite, task, id) and checked to have the "
-            "same prompt, target and generation settings: diff = candidate - baseline with a 95% "
-            "interval (Tango's score interval for 0/1 scores, a paired bootstrap otherwise, a "
-            "two-level bootstrap over runs and items with several runs per side); p is exact "
-            "McNemar for 0/1 scores. A metric passes when the interval's bad-side bound is "
-            "within the allowed change, regresses when the change is beyond it and a one-sided "
-            "5% test shows it is worse at all, and is inconclusive otherwise. 'detectable' is "
-            "the smallest change this many items detect with 80% power at the observed "
+            "same prompt, target and generation settings: diff = candidate - baseline with a 90% "
+            "interval (one run per side: Tango's score interval for 0/1 scores, a paired t "
+            "otherwise; several runs per side: a two-level t, seed noise plus item noise; suites "
+            "with item families (`cluster_by`) count families, the design effect says by how "
+            "much that widens the interval). A metric passes when the interval lies within the "
+            "allowed change (a one-sided 5% test), regresses when it lies beyond it (one-sided, "
+            "Holm-adjusted over the gated metrics), and is inconclusive otherwise; p (pass) and "
+            "p (regr.) are those one-sided p-values, the latter Holm-adjusted. False-failure "
+            f"rate: {_fwer_sentence(sum(r.gated for r in result.metrics))}. 'detectable' is the "
+            "smallest change this many items detect with 80% power at the observed "
             "disagreement. Rows not gated (per-group breakdowns) are for diagnosis only."
         )
     )
-    headers = ["metric", "gated", "n", "baseline", "candidate", "diff", "95% CI", "p", "allowed", "detectable", "verdict", "items needed"]  # fmt: skip
+    for suite, k in result.dropped.items():
+        if k:
+            blocks.append(
+                Para(
+                    f"{suite}: {k} item(s) not held alike by every run (missing or with other "
+                    "content) were left out (common items only, as asked).",
+                    warn=True,
+                )
+            )
+    headers = ["metric", "gated", "n", "families", "baseline", "candidate", "diff", "90% CI", "p (pass)", "p (regr.)", "allowed", "detectable", "verdict", "items needed"]  # fmt: skip
     rows = []
     for r in result.metrics:
         c = r.comparison
         bad = "drop" if r.higher_is_better else "rise"
+        families = f"{c.clusters} (x{fmt_num(c.design_effect, 2)})" if c.clusters < c.n else ""
         rows.append(
-            [r.metric, "yes" if r.gated else "no", c.n, fmt_num(c.mean_a), fmt_num(c.mean_b),
-             fmt_num(c.diff), f"[{fmt_num(c.ci_low)}, {fmt_num(c.ci_high)}]",
-             f"{fmt_num(c.p_value)} ({c.test})", f"{bad} <= {fmt_num(r.threshold)}",
-             fmt_num(detectable_change(c)), r.verdict, r.items_needed or ""]
+            [r.metric, "yes" if r.gated else "no", c.n, families, fmt_num(c.mean_a),
+             fmt_num(c.mean_b), fmt_num(c.diff), f"[{fmt_num(c.ci_low)}, {fmt_num(c.ci_high)}]",
+             fmt_num(r.p_pass), fmt_num(r.p_regression_adjusted if r.gated else r.p_regression),
+             f"{bad} <= {fmt_num(r.threshold)}", fmt_num(detectable_change(c)), r.verdict,
+             r.items_needed or ""]
         )  # fmt: skip
     blocks += [Heading("Metrics"), Table(headers, rows)]
     reasons = [f"{r.metric}: {r.verdict}, {r.reason}." for r in result.metrics if r.gated]

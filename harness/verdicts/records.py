@@ -7,6 +7,7 @@ metric's items and scores here, so both pair the same items the same way.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,3 +104,69 @@ def item_scores(
         return scores[score] if score in scores else scores[PRIMARY]
 
     return [[value(run[suite][k]["scores"]) for k in keys] for run in runs]
+
+
+def item_clusters(
+    items: dict[Key, dict], keys: list[Key], cluster_by: str | None
+) -> list[str] | None:
+    """One family label per item, from the suite's `cluster_by` doc field (an item without
+    the field is a family of its own); None when the suite declares no families."""
+    if cluster_by is None:
+        return None
+    labels = []
+    for k in keys:
+        values = field_values(items[k], cluster_by)
+        labels.append(json.dumps(values if values else ["item", *k], default=str))
+    return labels
+
+
+def content_mismatch(key: Key, a: dict, b: dict, src_a: str, src_b: str) -> str | None:
+    """Why two records of one item differ in content (their `item_hash`: prompt, target,
+    choices, generation settings), naming the item; None when they agree (or a record
+    predates hashes)."""
+    if a.get("item_hash") is None or b.get("item_hash") is None or a["item_hash"] == b["item_hash"]:
+        return None
+    what = next(
+        (f for f in ("prompt", "target", "choices", "generation") if a.get(f) != b.get(f)),
+        "item content",
+    )
+    detail = f" ({a.get(what)} vs {b.get(what)})" if what == "generation" else ""
+    return f"item {key[0]}/{key[1]}: {what} differs between {src_a} and {src_b}{detail}"
+
+
+def paired_keys(
+    runs: Sequence[tuple[str, dict[Key, dict]]], suite: str, *, common: bool = False
+) -> tuple[list[Key], int]:
+    """The items of one suite that every run holds with the same content, sorted, and how
+    many items some run holds that are left out. Pairing by (task, id) alone would silently
+    pair different items when a suite file was edited between runs, so an item missing from
+    a run or differing in content (`content_mismatch`) is an error naming the suite and the
+    first such item, unless `common`: then the comparison uses the common items and the
+    count says how many were dropped."""
+    (ref_src, ref), rest = runs[0], runs[1:]
+    every = set(ref).union(*(set(r) for _, r in rest))
+    kept, problems = [], []
+    for key in sorted(every):
+        lacking = next((src for src, recs in runs if key not in recs), None)
+        if lacking is not None:
+            problems.append(f"item {key[0]}/{key[1]} is missing from {lacking}")
+            continue
+        why = next(
+            (
+                why
+                for src, recs in rest
+                if (why := content_mismatch(key, ref[key], recs[key], ref_src, src))
+            ),
+            None,
+        )
+        if why is None:
+            kept.append(key)
+        else:
+            problems.append(why)
+    if problems and not common:
+        raise HarnessError(
+            f"suite '{suite}' has {len(problems)} item(s) not held alike by every run, the "
+            f"first: {problems[0]}; re-evaluate on the same items, or compare the common items "
+            "only (gate: --common-items; study report: report.common_items: true)"
+        )
+    return kept, len(every) - len(kept)

@@ -27,7 +27,6 @@ from harness.verdicts.analysis import (
     forgetting_by_task,
     load_study,
     main_effects,
-    pool_replicates,
     study_objectives,
 )
 from harness.verdicts.render import (
@@ -102,8 +101,8 @@ def _plot_effects(effects: Effects, higher_is_better: dict[str, bool]) -> bytes 
             est = e.estimate
             ax.errorbar(
                 est.diff, i, xerr=[[est.diff - est.low], [est.high - est.diff]], fmt="o",
-                capsize=4, color="tab:blue" if est.decided else "grey",
-                markerfacecolor="tab:blue" if est.decided else "white",
+                capsize=4, color="tab:blue" if e.decided else "grey",
+                markerfacecolor="tab:blue" if e.decided else "white",
             )  # fmt: skip
         ax.axvline(0, color="black", lw=1)
         ax.set_yticks(
@@ -226,6 +225,36 @@ def _judge_notes(study: Study) -> list[Block]:
     ]
 
 
+def _reference_blocks(study: Study) -> list[Block]:
+    """The base model measured vs its published scores (`eval.reference_scores`): a published
+    figure outside the 95% interval flags an eval setup that differs from the publication's."""
+    if not study.references:
+        return []
+    rows, outside = [], []
+    for c in study.references:
+        measured = c.get("measured")
+        cell = (
+            f"{fmt_num(measured)} [{fmt_num(c['low'])}, {fmt_num(c['high'])}]"
+            if measured is not None
+            else "not measured"
+        )
+        flag = {"within": "yes", "outside": "**MISMATCH**"}.get(c["verdict"], "?")
+        if c["verdict"] == "outside":
+            outside.append(c["metric"])
+        rows.append([c["metric"], fmt_num(c["reference"]), cell, str(c["n"]), flag, c["source"]])
+    note = (
+        f"Outside the interval: {', '.join(outside)}: the eval setup (prompt, template, metric, "
+        "shots, weights) differs from the publication's; explain the gap before trusting deltas."
+        if outside
+        else "Every published figure lies inside the base model's 95% interval."
+    )
+    return [
+        Heading("Base model vs reference scores"),
+        Table(["metric", "reference", "measured [95%]", "n", "within", "source"], rows),
+        Para(note, warn=bool(outside)),
+    ]
+
+
 def study_blocks(study: Study, effects: Effects | None = None) -> list[Block]:
     """Everything the study report shows, in reading order (`effects`: `main_effects(study)`
     when the caller has it already)."""
@@ -250,6 +279,9 @@ def study_blocks(study: Study, effects: Effects | None = None) -> list[Block]:
         )
     )
     blocks += [Para(n) for n in study.notes]
+    if study.base_origin:
+        blocks.append(Para(f"Base model: {study.base_origin[:1].upper()}{study.base_origin[1:]}."))
+    blocks += _reference_blocks(study)
     objectives = study_objectives(study)
     if objectives or study.constraints:
         blocks.append(
@@ -340,23 +372,17 @@ def _effect_blocks(study: Study, effects: Effects) -> list[Block]:
         return [Para("The study's spec records no search space: no factors to show effects for.")]
     blocks: list[Block] = []
     if effects.rows:
-        blocks.append(
-            Para(
-                "Each level of a searched factor against its reference level (the factor's "
-                "first choice), on each headline metric: diff = level - reference on the same "
-                "items, pooled over every pair of completed trials that differ only in this "
-                "factor (pairs) and over their replicate runs. 95% interval: a two-level "
-                "bootstrap (each configuration's runs, then items, the same items for every "
-                "pair); Tango's score interval for one pair of single 0/1 runs. 'yes' in "
-                "decided: the interval excludes 0."
-            )
-        )
+        blocks.append(Para(_effects_header(effects)))
         headers = ["factor", "level", "reference", "metric", "diff", "95% interval", "n",
-                   "pairs", "replicates", "decided"]  # fmt: skip
+                   "pairs", "replicates", "p", f"p ({METHOD_NAMES[effects.method]})",
+                   "decided"]  # fmt: skip
         rows = [
             [e.factor, e.level, e.reference, e.metric, fmt_num(e.estimate.diff),
-             f"[{fmt_num(e.estimate.low)}, {fmt_num(e.estimate.high)}]", e.estimate.n,
-             e.estimate.pairs, e.estimate.runs, "yes" if e.estimate.decided else "not decided"]
+             f"[{fmt_num(e.estimate.low)}, {fmt_num(e.estimate.high)}]",
+             e.estimate.n if e.estimate.clusters >= e.estimate.n
+             else f"{e.estimate.n} ({e.estimate.clusters} families)",
+             e.estimate.pairs, e.estimate.runs, fmt_num(e.estimate.p_value),
+             fmt_num(e.p_adjusted), _decision(e)]
             for e in effects.rows
         ]  # fmt: skip
         blocks += [Table(headers, rows), Para(_decided_sentence(effects))]
@@ -392,22 +418,65 @@ def _effect_blocks(study: Study, effects: Effects) -> list[Block]:
     return blocks
 
 
+METHOD_NAMES = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
+_METHOD_MEANING = {
+    "holm": "the chance that a study with no true effect shows any decided cell is at most 5%",
+    "bh": "the expected share of decided cells that are false is at most 5%",
+}
+
+
+def _effects_header(effects: Effects) -> str:
+    """What the effects table's intervals hold and how its cells are decided."""
+    other = "bh" if effects.method == "holm" else "holm"
+    text = (
+        "Each level of a searched factor against its reference level (the factor's first "
+        "choice), on each headline metric: diff = level - reference on the same items (paired "
+        "by content), pooled over every pair of completed trials that differ only in this "
+        "factor (pairs), a configuration that serves in several pairs counted once, and over "
+        "their replicate runs. Suites that declare item families (cluster_by) count families. "
+        f"Multiplicity: p-values adjusted over all {len(effects.rows)} cells with "
+        f"{METHOD_NAMES[effects.method]} ({_METHOD_MEANING[effects.method]}); an experiment "
+        f"chooses {METHOD_NAMES[other]} with `report: {{multiplicity: {other}}}`. Decided: "
+        "adjusted p <= 0.05 with seed noise in the interval."
+    )
+    seeds = {m: df for m, df in effects.seed_df.items() if any(e.metric == m for e in effects.rows)}
+    if seeds and all(df is None for df in seeds.values()):
+        return text + (
+            " One run per configuration: seed noise is NOT included, so the intervals are about "
+            "these trained checkpoints, not about the recipes (a rerun at another seed can move "
+            "them by more), and no effect is called decided; run with `replicates: 2` or more "
+            "to decide effects."
+        )
+    dfs = sorted({df for df in seeds.values() if df is not None})
+    return text + (
+        " 95% interval: a two-level t, seed noise (estimated from the study's own replicated "
+        f"configurations, {'/'.join(map(str, dfs))} degrees of freedom) plus item noise."
+    )
+
+
+def _decision(e: Effect) -> str:
+    if e.decided:
+        return "yes"
+    return "not decided (no seed noise estimate)" if not e.estimate.seed_noise else "not decided"
+
+
 def _decided_sentence(effects: Effects) -> str:
     def name(e: Effect) -> str:
         return f"{e.factor} = {e.level} (vs {e.reference}) on {e.metric}"
 
-    decided = [e for e in effects.rows if e.estimate.decided]
-    undecided = [e for e in effects.rows if not e.estimate.decided]
+    decided = [e for e in effects.rows if e.decided]
+    undecided = [e for e in effects.rows if not e.decided]
     if not decided:
         return (
-            "No effect is decided: every interval includes 0, so these trials cannot tell "
-            "the levels apart; more items or replicates would."
+            "No effect is decided: no adjusted p-value is at most 0.05 with seed noise "
+            "included, so these trials cannot tell the levels apart; more items or replicates "
+            "would."
         )
-    text = "Decided (the interval excludes 0): " + "; ".join(
+    text = "Decided (adjusted p <= 0.05): " + "; ".join(
         f"{name(e)}: {fmt_num(e.estimate.diff)}" for e in decided
     )
     if undecided:
-        text += ". Not decided (the interval includes 0): " + "; ".join(map(name, undecided))
+        text += ". Not decided: " + "; ".join(map(name, undecided))
     return text + "."
 
 
@@ -511,8 +580,7 @@ def _task_blocks(study: Study, best: list[Trial], suite: str, metric: str) -> li
     for t in study.trials:
         if t.state != "COMPLETE" or not t.run_id:
             continue
-        records = pool_replicates([study.records(r).get(suite, []) for r in t.run_ids])
-        per_task = forgetting_by_task(records)
+        per_task = forgetting_by_task([study.records(r).get(suite, []) for r in t.run_ids], suite)
         if not per_task:  # no per-item base scores: the logged summaries, without intervals
             tasks = sorted(
                 m.split("/")[1]
@@ -548,9 +616,10 @@ def _task_blocks(study: Study, best: list[Trial], suite: str, metric: str) -> li
     headers = ["trial", "task", "n", f"base {metric}", metric, "delta", "95% paired CI", "p"]
     pooled = [
         Para(
-            "Replicated trials: each item's score is its mean over the replicates (seeds), "
-            "paired with the base by item; p is McNemar's for single runs, a sign-flip test "
-            "for pooled scores."
+            "Replicated trials: the trial's replicates (seeds) against the base model on the "
+            "same items, with seed noise in the interval (a two-level t: the spread of the "
+            "replicates' accuracies plus item noise; the base is one fixed model). Single runs: "
+            "Tango's interval and McNemar's p, item noise only."
         )
     ]
     return [Table(headers, rows), *(pooled if study.replicated else []), *plots]
@@ -560,9 +629,12 @@ def _detectable_blocks(study: Study, best: list[Trial]) -> list[Block]:
     """Per gated metric of the best trial: its n and the smallest paired change it detects
     with 80% power (one-sided 5%), so a reader knows which differences are noise at this size.
     The disagreement is the observed one against the base where records carry base scores,
-    else 2p(1 - p) (two models erring independently at rate p: the pessimistic case)."""
-    from harness.eval.suites import matches
-    from harness.stats.comparison import min_detectable_effect
+    else 2p(1 - p) (two models erring independently at rate p: the pessimistic case). A suite
+    with item families (`cluster_by`) counts families: the design effect against the base, or
+    without base scores items per family (a family counting as one item, the worst case)."""
+    from harness.eval.suites import field_values, matches
+    from harness.stats.comparison import paired_comparison
+    from harness.stats.decision import min_detectable_effect
     from harness.util.names import metric_name
 
     done = [t for t in best or study.trials if t.state == "COMPLETE" and t.run_id]
@@ -578,12 +650,26 @@ def _detectable_blocks(study: Study, best: list[Trial]) -> list[Block]:
             if not group or any(s is None for s in scores):
                 continue
             p = sum(scores) / len(scores)
+            labels = (
+                [json.dumps(field_values(r, suite.cluster_by), default=str) for r in group]
+                if suite.cluster_by
+                else None
+            )
+            families = len(set(labels)) if labels else len(group)
+            deff = len(group) / families  # at worst a family counts as one item
             if all(b is not None for _, b in pairs):
                 k = sum(s != b for s, b in pairs)
                 psi, how = (k + 1) / (len(group) + 2), "observed vs base"
+                if labels:
+                    base = [float(b) for _, b in pairs]
+                    deff = paired_comparison(base, scores, clusters=labels).design_effect
             else:
                 psi, how = 2 * p * (1 - p), "2p(1-p)"
-            mde = min_detectable_effect(len(group), discordance=max(psi, 1.0 / len(group)))
+            mde = min_detectable_effect(
+                len(group), discordance=max(psi, 1.0 / len(group)), design_effect=deff
+            )
+            if labels:
+                how += f", {families} families (x{fmt_num(deff, 2)})"
             name = metric_name(suite.name, m.name)
             rows.append([name, len(group), fmt_num(p), how, fmt_num(mde), fmt_num(m.threshold)])
     if not rows:
@@ -621,7 +707,9 @@ def write_study_report(
     study (MLflow experiment) name. The tracking URI defaults to the experiment file's, else
     `sqlite:///mlflow.db`; the output folder to `reports/<name>/`. `effects.json` is the
     main-effects table as a list of `{factor, level, reference, metric, diff, low, high, n,
-    pairs, replicates, decided}` (`analysis.Effect.to_dict`), empty when no factor qualifies.
+    clusters, pairs, replicates, seed_noise, p_value, p_adjusted, decided, multiplicity}`
+    (`analysis.Effect.to_dict`: raw and adjusted p-values and the decision), empty when no
+    factor qualifies.
     """
     name, uri, exp = _resolve_target(exp_or_study_name, tracking_uri)
     study = load_study(name, uri, exp)
@@ -629,6 +717,6 @@ def write_study_report(
     title = f"Study report: {name}" + (" (partial)" if study.partial else "")
     effects = main_effects(study)
     paths = write_report(out, title, study_blocks(study, effects))
-    rows = [e.to_dict() for e in effects.rows]
+    rows = [e.to_dict() | {"multiplicity": effects.method} for e in effects.rows]
     write_atomic(out / "effects.json", json.dumps(rows, indent=1) + "\n")
     return paths

@@ -114,22 +114,60 @@ def cache_root() -> Path:
 
 
 def recipe_hash(size: str) -> str:
-    """Hash of the recipe's settings, its source code and the library versions that shape weights."""
+    """Hash of what shapes the weights: the recipe's settings, the world's source, the source of
+    the functions that train the tokenizer and the model, and the library versions. Other edits
+    to this module (messages, checks) do not rebuild."""
+    import inspect
+
     import tokenizers
     import torch
     import transformers
 
     h = hashlib.sha256(json.dumps(asdict(SIZES[size]), sort_keys=True).encode())
-    for module in (world_mod.__file__, __file__):
-        h.update(Path(module).read_bytes())
+    h.update(Path(world_mod.__file__).read_bytes())
+    for fn in (_build, _read_texts, train_tokenizer, _pretraining_rows, _pretrain):
+        h.update(inspect.getsource(fn).encode())
     h.update(f"{torch.__version__}|{transformers.__version__}|{tokenizers.__version__}".encode())
     return h.hexdigest()[:12]
+
+
+def weights_sha256(world: ToyWorld) -> str:
+    """sha256 of the model's weight file: equal on two machines means the same toy world."""
+    return hashlib.sha256((world.model_dir / "model.safetensors").read_bytes()).hexdigest()
+
+
+# Weights of reference builds (the machine docs/results.md was measured on), by recipe hash. A
+# build that differs gets a warning: its figures then differ from the docs by seed-level noise.
+REFERENCE_FILE = Path(__file__).with_name("reference_builds.json")
+
+
+def check_reference(world: ToyWorld) -> str | None:
+    """A one-line warning when a reference build of this recipe exists and these weights differ."""
+    refs = json.loads(REFERENCE_FILE.read_text()) if REFERENCE_FILE.is_file() else {}
+    m = world.manifest
+    ref = refs.get(m["recipe_hash"])
+    if ref is None or ref["weights_sha256"] == m["weights_sha256"]:
+        return None
+    return (
+        f"warning: toy world {m['size']} differs from the reference build ({ref['machine']}): "
+        f"weights {m['weights_sha256'][:12]} vs {ref['weights_sha256'][:12]}; figures will "
+        "differ from docs/results.md by seed-level noise"
+    )
 
 
 def find_toy_world(size: str = "demo") -> ToyWorld | None:
     """The cached toy world of this size and recipe, or None if it was never built."""
     path = cache_root() / "toy" / f"{size}-{recipe_hash(size)}"
-    return ToyWorld(path) if (path / "manifest.json").exists() else None
+    return ToyWorld(path) if _intact(path) else None
+
+
+def _intact(path: Path) -> bool:
+    """A finished build whose weights are the ones its manifest recorded (a truncated or
+    edited weight file is rebuilt, not trusted)."""
+    if not (path / "manifest.json").exists():
+        return False
+    world = ToyWorld(path)
+    return world.manifest.get("weights_sha256") == weights_sha256(world)
 
 
 def build_toy_world(
@@ -140,7 +178,7 @@ def build_toy_world(
     if size not in SIZES:
         raise HarnessError(f"toy size {size!r} is unknown; choose one of {', '.join(SIZES)}")
     target = Path(out) if out else cache_root() / "toy" / f"{size}-{recipe_hash(size)}"
-    if (target / "manifest.json").exists() and not force:
+    if _intact(target) and not force:
         return ToyWorld(target)
     if target.exists() and not _replaceable(target):
         raise HarnessError(
@@ -160,6 +198,9 @@ def build_toy_world(
     world = ToyWorld(target)
     if verbose:
         print(summary(world))
+        warning = check_reference(world)
+        if warning:
+            print(warning)
     return world
 
 
@@ -181,7 +222,8 @@ def summary(world: ToyWorld) -> str:
     return (
         f"toy world ({m['size']}, built in {m['build_seconds']:.0f}s): "
         f"{m['parameters'] / 1e6:.2f}M parameters, base-knowledge probes "
-        f"{m['probe_accuracy']:.1%} ({m['probe_correct']}/{m['probe_total']}) -> {world.path}"
+        f"{m['probe_accuracy']:.1%} ({m['probe_correct']}/{m['probe_total']}), weights sha256 "
+        f"{m['weights_sha256'][:12]} -> {world.path}"
     )
 
 
@@ -213,6 +255,9 @@ def _build(size: str, out: Path) -> None:
         "probe_total": total,
         "probe_accuracy": correct / total,
         "build_seconds": time.time() - start,
+        "weights_sha256": hashlib.sha256(
+            (model_dir / "model.safetensors").read_bytes()
+        ).hexdigest(),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
 
