@@ -207,6 +207,9 @@ def test_replicates_run_each_configuration_at_consecutive_seeds(tmp_path, toy_ti
     by_rep = {c.data.tags["replicate"]: c for c in children}
     assert {r["mlflow_run_id"] for r in reps} == {c.info.run_id for c in children}
     assert (by_rep["0"].data.params["cfg.seed"], by_rep["1"].data.params["cfg.seed"]) == ("0", "1")
+    # every setting reaches MLflow, defaults the YAML never named included
+    assert by_rep["0"].data.params["cfg.train.precision"] == "auto"
+    assert "cfg.train.gradient_checkpointing" in by_rep["0"].data.params
     lineages = [client.download_artifacts(c.info.run_id, "lineage.json", str(tmp_path / r))
                 for r, c in sorted(by_rep.items())]  # fmt: skip
     picks = [json.loads(Path(p).read_text())["mix"]["seed"] for p in lineages]

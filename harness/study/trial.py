@@ -112,8 +112,10 @@ def _run_replicate(
         tracking.log_params({f"trial.{k}": v for k, v in params.items()})
         try:
             texp = with_params(exp, {**params, "seed": seed} if exp.replicates > 1 else params)
-            tracking.log_params({f"cfg.{k}": v for k, v in tracking.flatten(texp.raw).items()})
-            _log_text("config/resolved.yaml", _yaml(texp.raw))
+            # every setting, defaults included, as the trial ran it (not only what the YAML said)
+            resolved = texp.model_dump(mode="json")
+            tracking.log_params({f"cfg.{k}": v for k, v in tracking.flatten(resolved).items()})
+            _log_text("config/resolved.yaml", _yaml(resolved))
 
             data = prepare_data(texp, tokenizer)
             model = load_base_model(texp)
