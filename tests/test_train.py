@@ -80,7 +80,7 @@ def mean_loss(model, rows: list[dict], pad_token_id: int) -> float:
 def test_prepare_data_lineage(base):
     exp, data = base
     lineage = json.loads(json.dumps(data.lineage))  # JSON-serialisable as is
-    assert set(lineage) == {"sources", "mix", "trained", "mask_audit"}
+    assert set(lineage) == {"sources", "mix", "trained", "mask_audit", "base_model"}
     for name in ("qa", "format", "refusal", "replay"):
         assert len(lineage["sources"][name]["sha256"]) == 64
         assert lineage["sources"][name]["skipped"] == 0
@@ -301,11 +301,20 @@ def test_cli_bad_config_is_one_line(tmp_path, capsys):
 )
 def test_cpu_peak_memory_counts_from_the_start_of_training() -> None:
     """A trial's peak is training's, not the process's lifetime peak (a study evaluates the base
-    model first, in the same process, and that peak hid training's)."""
-    from harness.sft.train import _peak_memory_mb, _reset_peak_memory
+    model first, in the same process, and that peak hid training's). In a fresh process: a long
+    test run keeps gigabytes resident from earlier tests, which no reset can drop."""
+    import subprocess
+    import sys
 
-    earlier = torch.ones(64 * 2**20)  # 256 MiB resident before training, then freed
-    del earlier
-    before = _peak_memory_mb()
-    _reset_peak_memory()
-    assert _peak_memory_mb() < before - 200
+    script = (
+        "import torch\n"
+        "from harness.sft.train import _peak_memory_mb, _reset_peak_memory\n"
+        "earlier = torch.ones(64 * 2**20)  # 256 MiB resident before training, then freed\n"
+        "del earlier\n"
+        "before = _peak_memory_mb()\n"
+        "_reset_peak_memory()\n"
+        "print(before, _peak_memory_mb())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    before, after = map(float, out.stdout.split()[-2:])
+    assert after < before - 200

@@ -504,6 +504,9 @@ def group_values(
     return [str(v) for v in dict.fromkeys(values) if v is not None]
 
 
+_ANY_GROUP = "ANYGROUP"  # a group value that survives metric_name, then becomes a wildcard
+
+
 def summary_names(
     suite: Suite, dataset: str | None, extra_tasks: Sequence[str | StandardTask] = ()
 ) -> list[str]:
@@ -516,7 +519,7 @@ def summary_names(
         if m.by is None:
             groups: list[tuple[str, ...]] = [()]
         elif dataset is None:
-            groups = [("*",)]
+            groups = [(_ANY_GROUP,)]
         else:
             groups = [(v,) for v in group_values(suite, m, dataset, extra_tasks)]
         for g in groups:
@@ -539,7 +542,7 @@ def summary_names(
                         "p_value",
                     )
                 ]
-    return list(dict.fromkeys(names))
+    return list(dict.fromkeys(n.replace(_ANY_GROUP, "*") for n in names))
 
 
 def check_metric_names(

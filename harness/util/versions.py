@@ -3,8 +3,7 @@ and in the base-model cache key, so a result names what produced it."""
 
 from __future__ import annotations
 
-import functools
-from importlib.metadata import PackageNotFoundError, version
+import importlib.metadata
 
 LIBRARIES = (
     "sft-harness",
@@ -20,13 +19,12 @@ LIBRARIES = (
 )
 
 
-@functools.cache
 def package_versions() -> dict[str, str]:
-    """`LIBRARIES` -> installed version ("missing" when not installed)."""
+    """`LIBRARIES` -> installed version ("missing" when not installed), read afresh each call."""
     out = {}
     for name in LIBRARIES:
         try:
-            out[name] = version(name)
-        except PackageNotFoundError:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
             out[name] = "missing"
     return out
