@@ -58,7 +58,9 @@ def index_records(records: list[dict], source: str, suite: str) -> dict[Key, dic
         scores = dict(r.get("scores") or {})
         if "score" in r:
             scores.setdefault(PRIMARY, r["score"])
-        for k, v in scores.items():
+        for k, v in list(scores.items()):
+            if _parts(v):  # a `unit: part` score, one verdict per part: the item's mean
+                scores[k] = v = sum(v) / len(v)
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise HarnessError(
                     f"{source} records/{suite}.jsonl id {r['id']}: score {k} must be a number, "
@@ -170,3 +172,11 @@ def paired_keys(
             "only (gate: --common-items; study report: report.common_items: true)"
         )
     return kept, len(every) - len(kept)
+
+
+def _parts(value: object) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
+    )
