@@ -229,3 +229,15 @@ def test_gate_two_model_folders(toy_tiny, tmp_path: Path, capsys: pytest.Capture
     assert "exactly one of --baseline or --baseline-model" in capsys.readouterr().err
     assert main(["gate", "--baseline-model", model, "--candidate", "x"]) == 2
     assert "--baseline-model and --candidate-model go together" in capsys.readouterr().err
+
+
+def test_a_part_score_pairs_by_its_item_mean() -> None:
+    """IFEval's instruction-level score is one verdict per instruction (`unit: part`); paired
+    comparisons use each item's mean, and anything else that is not a number is refused."""
+    from harness.util.errors import HarnessError
+    from harness.verdicts.records import index_records
+
+    rows = [{"id": 1, "scores": {"inst": [1.0, 0.0, 1.0, 1.0]}}]
+    assert index_records(rows, "run x", "ifeval")[("", "1")]["scores"]["inst"] == 0.75
+    with pytest.raises(HarnessError, match="score inst must be a number"):
+        index_records([{"id": 1, "scores": {"inst": ["yes"]}}], "run x", "ifeval")
