@@ -334,11 +334,6 @@ def load_study(name: str, tracking_uri: str, exp: Experiment | None = None) -> S
 # ---------------------------------------------------------------- analysis
 
 
-def study_objectives(study: Study) -> list[tuple[str, str]]:
-    """The objectives the study's spec declared (its default one included)."""
-    return study.objectives
-
-
 def check_constraints(trial: Trial, constraints: Sequence[Constraint]) -> tuple[bool, list[str]]:
     """Whether a trial satisfies every constraint, and a phrase for each one it does not."""
     why = []
@@ -353,7 +348,7 @@ def check_constraints(trial: Trial, constraints: Sequence[Constraint]) -> tuple[
 
 def best_trials(study: Study) -> tuple[list[Trial], str]:
     """The best completed trial(s) and a sentence saying how they were chosen."""
-    objectives = study_objectives(study)
+    objectives = study.objectives
     complete = [t for t in study.trials if t.state == "COMPLETE"]
     scored = [t for t in complete if all(m in t.metrics for m, _ in objectives)]
     if not objectives or not scored:

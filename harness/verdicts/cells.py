@@ -6,7 +6,6 @@ from __future__ import annotations
 from harness.verdicts.analysis import (
     Study,
     Trial,
-    study_objectives,
 )
 from harness.verdicts.render import (
     Table,
@@ -35,7 +34,7 @@ def metric_cell(t: Trial, name: str) -> str:
 
 def key_metrics(study: Study) -> list[str]:
     seen = {m for t in study.trials for m in t.metrics}
-    wanted = [m for m, _ in study_objectives(study)] + [c.metric for c in study.constraints]
+    wanted = [m for m, _ in study.objectives] + [c.metric for c in study.constraints]
     wanted += [k.name for k in study.key_metrics]
     return [m for m in dict.fromkeys(wanted) if m in seen]
 

@@ -26,7 +26,6 @@ from harness.verdicts.analysis import (
     forgetting_by_task,
     load_study,
     main_effects,
-    study_objectives,
 )
 from harness.verdicts.cells import (
     key_metrics,
@@ -141,7 +140,7 @@ def study_blocks(study: Study, effects: Effects | None = None) -> list[Block]:
     if study.base_origin:
         blocks.append(Para(f"Base model: {study.base_origin[:1].upper()}{study.base_origin[1:]}."))
     blocks += _reference_blocks(study)
-    objectives = study_objectives(study)
+    objectives = study.objectives
     if objectives or study.constraints:
         blocks.append(
             Para(
