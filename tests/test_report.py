@@ -280,6 +280,37 @@ def test_forgetting_per_task_takes_replicates_as_a_second_level() -> None:
         forgetting_by_task([run(0.3), edited])
 
 
+def test_forgetting_per_task_pools_seed_noise_over_the_study() -> None:
+    """Two seeds that differ on one item give a t with one degree of freedom on their own: an
+    interval as wide as the scale (the real pilot showed +-0.5 on 20 items). Seed noise pooled
+    over the study's replicated configurations gives it the study's degrees of freedom; a noisy
+    configuration elsewhere widens it again."""
+    from harness.verdicts.analysis import forgetting_by_task, task_seed_noise
+
+    def run(
+        changed: int, n: int = 20
+    ) -> list[dict]:  # the first `changed` answers differ from the base
+        return [
+            {"task": "arc", "id": str(i), "base_score": float(i % 2),
+             "score": float(i % 2 if i >= changed else 1 - i % 2), "item_hash": f"h{i}"}
+            for i in range(n)
+        ]  # fmt: skip
+
+    trial = [run(0), run(1)]
+    alone = forgetting_by_task(trial)[0]
+    assert alone["high"] - alone["low"] > 0.5
+    study = [trial, [run(1), run(1)], [run(2), run(2)], [run(0), run(0)]]
+    noise = task_seed_noise(study)
+    assert noise["arc"].df == 4
+    pooled = forgetting_by_task(trial, noise=noise)[0]
+    assert (pooled["high"] - pooled["low"]) < 0.5 * (alone["high"] - alone["low"])
+    assert pooled["delta"] == alone["delta"]
+    noisy = task_seed_noise([*study, [run(0), run(12)]])
+    wide = forgetting_by_task(trial, noise=noisy)[0]
+    assert (wide["high"] - wide["low"]) > (pooled["high"] - pooled["low"])
+    assert forgetting_by_task([run(2)], noise=noise)[0]["test"] == "mcnemar_exact"
+
+
 def test_detectable_change_counts_families() -> None:
     """A suite that declares item families (`cluster_by`) detects less than its item count
     suggests: the 'What these suites can detect' row says how many families and widens."""

@@ -368,14 +368,12 @@ def best_trials(study: Study) -> tuple[list[Trial], str]:
     return picks, f"Pareto-optimal on {names} {how}."
 
 
-def forgetting_by_task(replicates: list[list[dict]], suite: str = "forgetting") -> list[dict]:
-    """Per-task accuracy vs the base model on the same items, with the paired interval.
-
-    `replicates`: one configuration's records of `suite`, one list per replicate run (seed),
-    each record carrying the base model's score on its item. Items pair by (task, id) and
-    content (`records.paired_keys`); with one run the comparison is of two checkpoints, with
-    several it is of the recipe against the fixed base model, seed noise included
-    (`pooled_comparison(..., fixed_baseline=True)`)."""
+def _task_scores(
+    replicates: list[list[dict]], suite: str
+) -> dict[str, tuple[list[float], list[list[float]]]]:
+    """One configuration's records of `suite` as, per task, the base model's scores and each
+    replicate's scores on the items every replicate holds with the same content (items pair by
+    (task, id) and content: `records.paired_keys`)."""
     runs = [
         (
             f"replicate {i}",
@@ -388,16 +386,52 @@ def forgetting_by_task(replicates: list[list[dict]], suite: str = "forgetting") 
         for i, rows in enumerate(replicates)
     ]
     if not runs:
-        return []
+        return {}
     keys, _ = paired_keys(runs, suite)
     by_task: dict[str, list[tuple[str, str]]] = {}
     for key in keys:
         by_task.setdefault(key[0], []).append(key)
+    return {
+        task: (
+            [float(runs[0][1][k]["base_score"]) for k in task_keys],
+            [[float(recs[k]["score"]) for k in task_keys] for _, recs in runs],
+        )
+        for task, task_keys in sorted(by_task.items())
+    }
+
+
+def task_seed_noise(
+    configs: list[list[list[dict]]], suite: str = "forgetting"
+) -> dict[str, SeedNoise]:
+    """Per task, seed noise pooled over every replicated configuration of a study (each a list
+    of replicate runs' records), as the effects table pools it: two seeds of one configuration
+    alone give a t with one degree of freedom, an interval too wide to say anything. A task
+    whose items differ between configurations is left out (each trial then uses its own)."""
+    per_config = [_task_scores(c, suite) for c in configs if len(c) > 1]
+    out: dict[str, SeedNoise] = {}
+    for task in sorted({t for scores in per_config for t in scores}):
+        mats = [scores[task][1] for scores in per_config if task in scores]
+        if len({len(m[0]) for m in mats}) == 1 and (noise := seed_noise(mats)) is not None:
+            out[task] = noise
+    return out
+
+
+def forgetting_by_task(
+    replicates: list[list[dict]],
+    suite: str = "forgetting",
+    noise: dict[str, SeedNoise] | None = None,
+) -> list[dict]:
+    """Per-task accuracy vs the base model on the same items, with the paired interval.
+
+    `replicates`: one configuration's records of `suite`, one list per replicate run (seed),
+    each record carrying the base model's score on its item. With one run the comparison is of
+    two checkpoints, with several it is of the recipe against the fixed base model, seed noise
+    included (`pooled_comparison(..., fixed_baseline=True)`), taken per task from `noise`
+    (`task_seed_noise`: the study's replicated configurations) where given."""
     out = []
-    for task, task_keys in sorted(by_task.items()):
-        base = [[float(runs[0][1][k]["base_score"]) for k in task_keys]]
-        scores = [[float(recs[k]["score"]) for k in task_keys] for _, recs in runs]
-        c = pooled_comparison(base, scores, fixed_baseline=True)
+    for task, (base, scores) in _task_scores(replicates, suite).items():
+        pooled = (noise or {}).get(task) if len(scores) > 1 else None
+        c = pooled_comparison([base], scores, fixed_baseline=True, noise=pooled)
         out.append(
             {
                 "task": task,

@@ -26,6 +26,7 @@ from harness.verdicts.analysis import (
     forgetting_by_task,
     load_study,
     main_effects,
+    task_seed_noise,
 )
 from harness.verdicts.cells import (
     key_metrics,
@@ -275,10 +276,11 @@ def _per_task_blocks(study: Study, best: list[Trial]) -> list[Block]:
 def _task_blocks(study: Study, best: list[Trial], suite: str, metric: str) -> list[Block]:
     rows, plots = [], []
     best_ids = {t.run_id for t in best}
-    for t in study.trials:
-        if t.state != "COMPLETE" or not t.run_id:
-            continue
-        per_task = forgetting_by_task([study.records(r).get(suite, []) for r in t.run_ids], suite)
+    done = [t for t in study.trials if t.state == "COMPLETE" and t.run_id]
+    runs = {t.number: [study.records(r).get(suite, []) for r in t.run_ids] for t in done}
+    noise = task_seed_noise(list(runs.values()), suite)
+    for t in done:
+        per_task = forgetting_by_task(runs[t.number], suite, noise)
         if not per_task:  # no per-item base scores: the logged summaries, without intervals
             tasks = sorted(
                 m.split("/")[1]
@@ -315,9 +317,10 @@ def _task_blocks(study: Study, best: list[Trial], suite: str, metric: str) -> li
     pooled = [
         Para(
             "Replicated trials: the trial's replicates (seeds) against the base model on the "
-            "same items, with seed noise in the interval (a two-level t: the spread of the "
-            "replicates' accuracies plus item noise; the base is one fixed model). Single runs: "
-            "Tango's interval and McNemar's p, item noise only."
+            "same items, with seed noise in the interval (a two-level t: item noise plus the "
+            "task's seed-to-seed spread, pooled over the study's replicated configurations; "
+            "the base is one fixed model). Single runs: Tango's interval and McNemar's p, "
+            "item noise only."
         )
     ]
     return [Table(headers, rows), *(pooled if study.replicated else []), *plots]
