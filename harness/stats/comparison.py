@@ -151,6 +151,9 @@ class PooledEffect:
     df: float = math.inf
     clusters: int = 0
     seed_noise: bool = True
+    shift_var: float = (
+        0.0  # the part of se^2 from seeds shifting whole runs: items do not shrink it
+    )
 
     @property
     def decided(self) -> bool:
@@ -715,6 +718,12 @@ def pooled_effect(
     diff, se, df, _ = _combine(mats, weights, codes, g, [noise] * len(mats))
     q = t_quantile(0.5 + confidence / 2.0, df) if se > 0 else 0.0
     above, below = _t_tests(diff, se, df)
+    # a run's mean moves with its seed by a shift of the whole run (run_var less the part from
+    # single items, resid_var, which shrinks with more items as item noise does)
+    shift = 0.0
+    if noise is not None:
+        k = sum(w * w / m.shape[0] for w, m in zip(weights, mats, strict=True))
+        shift = k * max(noise.run_var - noise.resid_var, 0.0)
     return PooledEffect(
         diff=diff,
         low=diff - q * se,
@@ -729,4 +738,5 @@ def pooled_effect(
         df=df,
         clusters=g,
         seed_noise=noise is not None,
+        shift_var=shift,
     )

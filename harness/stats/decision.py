@@ -28,6 +28,7 @@ from harness.stats.comparison import (
     _t_tests,
     _tango_score,
 )
+from harness.stats.student import t_quantile
 from harness.util.errors import HarnessError
 
 METHODS = ("holm", "bh")
@@ -244,6 +245,31 @@ def items_needed(
     if discordance is not None:  # a discrete test: Fleiss, Levin & Paik's continuity correction
         n = n / 4 * (1 + math.sqrt(1 + 4 / (n * distance))) ** 2
     return max(1, math.ceil(n - 1e-9))
+
+
+def items_to_decide(
+    effect: PooledEffect, cells: int = 1, *, alpha: float = 0.05, power: float = 0.8
+) -> int | None:
+    """Items per configuration at which an effect of the size observed would be decided with
+    `power`, so an undecided cell of an effects table says what would settle it.
+
+    The table's adjusted level is taken as Bonferroni's alpha / cells (Holm's first step; a
+    bound for Benjamini-Hochberg too), two-sided, at the effect's t degrees of freedom. Item noise shrinks with items; seeds shifting
+    whole runs (`effect.shift_var`) do not, only more seeds do. None when the observed
+    difference is zero or seed noise alone keeps it undecided at any number of items. Like
+    `items_needed`, it takes the observed difference for the true one: an estimate."""
+    if cells < 1:
+        raise HarnessError(f"items_to_decide: cells must be >= 1, got {cells}")
+    if abs(effect.diff) < 1e-12 or effect.se <= 0:
+        return None
+    alpha, power = _check_confidence(alpha, "alpha"), _check_confidence(power, "power")
+    df = effect.df  # seed noise from few runs keeps it small, whatever the items
+    z = t_quantile(1.0 - alpha / (2 * cells), df) + t_quantile(power, df)
+    v_items = max(effect.se**2 - effect.shift_var, 0.0)
+    room = (effect.diff / z) ** 2 - effect.shift_var
+    if room <= 0 or v_items <= 0:
+        return None
+    return max(1, math.ceil(effect.n * v_items / room))
 
 
 def min_detectable_effect(

@@ -31,7 +31,7 @@ from harness.stats.comparison import (
     pooled_effect,
     seed_noise,
 )
-from harness.stats.decision import decide_effects
+from harness.stats.decision import decide_effects, items_to_decide
 from harness.stats.pareto import best_of
 from harness.study.tracking import client_for
 from harness.util.errors import HarnessError
@@ -465,6 +465,7 @@ class Effect:
     estimate: PooledEffect
     p_adjusted: float = 1.0
     decided: bool = False
+    items_to_decide: int | None = None  # undecided cells: items that would decide this diff
 
     def to_dict(self) -> dict[str, Any]:
         e = self.estimate
@@ -484,6 +485,7 @@ class Effect:
             "p_value": e.p_value,
             "p_adjusted": self.p_adjusted,
             "decided": self.decided,
+            "items_to_decide": self.items_to_decide,
         }
 
 
@@ -594,7 +596,12 @@ def main_effects(study: Study, *, method: str | None = None) -> Effects:
                     cells.append((factor, level, levels[0], metric.name, estimate))
     decided = decide_effects([c[4] for c in cells], out.method, alpha=ALPHA)
     out.rows = [
-        Effect(*cell, p_adjusted=q, decided=ok)
+        Effect(
+            *cell,
+            p_adjusted=q,
+            decided=ok,
+            items_to_decide=None if ok else items_to_decide(cell[4], len(cells), alpha=ALPHA),
+        )
         for cell, (q, ok) in zip(cells, decided, strict=True)
     ]
     return out

@@ -33,14 +33,14 @@ def effect_blocks(study: Study, effects: Effects) -> list[Block]:
         blocks.append(Para(effects_header(effects)))
         headers = ["factor", "level", "reference", "metric", "diff", "95% interval", "n",
                    "pairs", "replicates", "p", f"p ({METHOD_NAMES[effects.method]})",
-                   "decided"]  # fmt: skip
+                   "decided", "items to decide"]  # fmt: skip
         rows = [
             [e.factor, e.level, e.reference, e.metric, fmt_num(e.estimate.diff),
              f"[{fmt_num(e.estimate.low)}, {fmt_num(e.estimate.high)}]",
              e.estimate.n if e.estimate.clusters >= e.estimate.n
              else f"{e.estimate.n} ({e.estimate.clusters} families)",
              e.estimate.pairs, e.estimate.runs, fmt_num(e.estimate.p_value),
-             fmt_num(e.p_adjusted), decision(e)]
+             fmt_num(e.p_adjusted), decision(e), to_decide(e)]
             for e in effects.rows
         ]  # fmt: skip
         blocks += [Table(headers, rows), Para(decided_sentence(effects))]
@@ -88,7 +88,10 @@ def effects_header(effects: Effects) -> str:
         f"Multiplicity: p-values adjusted over all {len(effects.rows)} cells with "
         f"{METHOD_NAMES[effects.method]} ({METHOD_MEANING[effects.method]}); an experiment "
         f"chooses {METHOD_NAMES[other]} with `report: {{multiplicity: {other}}}`. Decided: "
-        "adjusted p <= 0.05 with seed noise in the interval."
+        "adjusted p <= 0.05 with seed noise in the interval. Items to decide (undecided "
+        "cells): the items per configuration at which a change of this size would be decided "
+        "with 80% power (Bonferroni over the cells, two-sided; item noise shrinks with items, "
+        "seed noise does not), taking the observed change for the true one."
     )
     seeds = {m: df for m, df in effects.seed_df.items() if any(e.metric == m for e in effects.rows)}
     if seeds and all(df is None for df in seeds.values()):
@@ -111,6 +114,17 @@ def decision(e: Effect) -> str:
     return "not decided (no seed noise estimate)" if not e.estimate.seed_noise else "not decided"
 
 
+def to_decide(e: Effect) -> str:
+    """What would settle an undecided cell: items per configuration at this diff, or seeds."""
+    if e.decided or not e.estimate.seed_noise:
+        return ""
+    if abs(e.estimate.diff) < 1e-12:
+        return "no change seen"
+    if e.items_to_decide is None:
+        return "more seeds (seed noise alone)"
+    return f"~{e.items_to_decide:,}"
+
+
 def decided_sentence(effects: Effects) -> str:
     def name(e: Effect) -> str:
         return f"{e.factor} = {e.level} (vs {e.reference}) on {e.metric}"
@@ -121,7 +135,7 @@ def decided_sentence(effects: Effects) -> str:
         return (
             "No effect is decided: no adjusted p-value is at most 0.05 with seed noise "
             "included, so these trials cannot tell the levels apart; more items or replicates "
-            "would."
+            "would (items to decide: how many, at the observed size)."
         )
     text = "Decided (adjusted p <= 0.05): " + "; ".join(
         f"{name(e)}: {fmt_num(e.estimate.diff)}" for e in decided
