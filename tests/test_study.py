@@ -24,7 +24,7 @@ data:
   budget: 160
   max_length: 192
   sources:
-    - {{name: qa, path: "toy:sft/qa.jsonl", weight: 1.0}}
+    - {{name: qa, path: "toy:sft/qa.jsonl", weight: 1.0, licence: toy world (ours)}}
     - {{name: refusal, path: "toy:sft/refusal.jsonl", weight: 0.3}}
     - {{name: replay, path: "toy:sft/replay.jsonl", weight: 0.0}}
 train: {{learning_rate: 0.003, max_steps: 8, batch_tokens: 2048}}
@@ -223,6 +223,12 @@ def test_replicates_run_each_configuration_at_consecutive_seeds(tmp_path, toy_ti
     text = md.read_text()
     assert "| base |" in text and " ± " in text and "replicates" in text
     assert "Objectives: target/accuracy (maximize), forgetting/delta (maximize)" in text
+    # where the numbers came from: commit, command, machine, and each source's licence
+    assert "Command: `" in text and "Machine: " in text and "CPUs" in text
+    commit = by_rep["0"].data.params["lineage.git_commit"]
+    assert f"Code: commit {commit[:12]}" in text
+    assert "| qa | toy:sft/qa.jsonl |" in text and "| toy world (ours) |" in text
+    assert "| refusal | toy:sft/refusal.jsonl |" in text and "| not declared |" in text
     # The spec carries each suite's metric declarations; one grid level: no effect to show.
     spec = client.download_artifacts(parents[0].info.run_id, "study/spec.json", str(tmp_path))
     suites = StudySpec.model_validate_json(Path(spec).read_text()).suites

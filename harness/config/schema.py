@@ -44,6 +44,7 @@ class Source(Strict):
     path: str
     format: Literal["auto", "messages", "prompt_completion", "alpaca", "text"] = "auto"
     weight: float = Field(1.0, ge=0)
+    licence: str | None = Field(None, description="the data's licence, listed in study reports")
     hf_config: str | None = None
     data_dir: str | None = None
     split: str | None = None

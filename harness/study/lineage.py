@@ -113,17 +113,22 @@ def _yaml(data: dict) -> str:
 
 @functools.cache
 def _git_commit() -> str:
+    """HEAD of the harness's checkout, marked `-dirty` when tracked files differ from it (the
+    numbers then come from code no commit holds)."""
     import subprocess
 
-    try:
+    def git(*args: str) -> str:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
+            ["git", *args], capture_output=True, text=True, timeout=5,
             cwd=Path(__file__).resolve().parent,
-        )
-        return out.stdout.strip() or "unknown"
+        )  # fmt: skip
+        return out.stdout.strip()
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if not head:
+            return "unknown"
+        return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

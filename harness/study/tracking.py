@@ -2,7 +2,8 @@
 
 Layout (what reports and the gate read back). The MLflow experiment is tagged
 `mlflow.experimentKind=custom_model_development`, so the UI opens on its training runs.
-- parent run: tags `harness.role=study`, `harness.study=<name>`; metrics `best/<metric>` and
+- parent run: tags `harness.role=study`, `harness.study=<name>`, `harness.command` and
+  `harness.machine` (what started the study, and where); metrics `best/<metric>` and
   `base/<metric>` (the base model's own); artifacts `study/spec.json` (`config.StudySpec`:
   objectives, constraints, search space, replicates, suites with their metric declarations)
   and `study/trials.json`.
@@ -31,8 +32,10 @@ from harness.util.files import locked
 from harness.util.names import safe_name
 from harness.util.redact import redact
 from harness.util.retry import retried
+from harness.util.versions import machine
 
 ROLE, STUDY, TRIAL, STATE = "harness.role", "harness.study", "harness.trial", "harness.state"
+COMMAND, MACHINE = "harness.command", "harness.machine"  # what started the study, and where
 STUDY_UID = "harness.study_uid"  # one Optuna study, wherever it lives (names can repeat)
 CONFIG_ID, REPLICATE = "config_id", "replicate"
 EXPERIMENT_KIND = "mlflow.experimentKind"
@@ -97,6 +100,16 @@ def _first_open_lock(uri: str) -> Iterator[None]:
         yield
 
 
+def command_line() -> str:
+    """The command that started this process, as a shell would take it back."""
+    import shlex
+    import sys
+
+    return shlex.join(
+        ["harness" if sys.argv[0].endswith("harness") else sys.argv[0], *sys.argv[1:]]
+    )
+
+
 @retried
 def find_parent(experiment_id: str, study_name: str) -> str | None:
     """The study's earliest parent run; run id breaks ties, so every worker agrees."""
@@ -122,7 +135,9 @@ def start_parent(exp: Experiment, experiment_id: str, params: dict[str, Any]):
     if run_id:
         return mlflow.start_run(run_id=run_id)
     mine = client().create_run(
-        experiment_id, run_name=f"study-{exp.name}", tags={ROLE: "study", STUDY: exp.name}
+        experiment_id,
+        run_name=f"study-{exp.name}",
+        tags={ROLE: "study", STUDY: exp.name, COMMAND: command_line(), MACHINE: machine()},
     )
     time.sleep(PARENT_SETTLE_SECONDS)
     winner = find_parent(experiment_id, exp.name)

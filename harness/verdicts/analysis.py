@@ -71,6 +71,52 @@ class Trial:
 
 
 @dataclass
+class Provenance:
+    """Where a study's numbers came from: the commits its trials ran at, the command that
+    started it and the machine (parent-run tags), library versions, and each data source with
+    its sha256 and licence (as the experiment declared it)."""
+
+    commits: list[str] = field(default_factory=list)
+    command: str | None = None
+    machine: str | None = None
+    versions: str | None = None
+    sources: list[dict[str, str | None]] = field(default_factory=list)
+
+
+def _provenance(parent: Any, children: list[Any], exp: Experiment | None) -> Provenance:
+    tags = parent.data.tags if parent is not None else {}
+    params = [dict(r.data.params) for r in children]
+    first = params[0] if params else {}
+    declared = {s.name: s.licence for s in exp.data.sources} if exp is not None else {}
+    prefix = "cfg.data.sources."
+    names = [
+        k[len(prefix) : -len(".path")]
+        for k in first
+        if k.startswith(prefix) and k.endswith(".path")
+    ]
+    return Provenance(
+        commits=sorted({p["lineage.git_commit"] for p in params if p.get("lineage.git_commit")}),
+        command=tags.get("harness.command"),
+        machine=tags.get("harness.machine"),
+        versions=first.get("lineage.versions"),
+        sources=[
+            {
+                "name": name,
+                "path": first.get(f"{prefix}{name}.path"),
+                "sha256": first.get(f"lineage.source.{name}.sha256"),
+                "licence": _declared(first.get(f"{prefix}{name}.licence")) or declared.get(name),
+            }
+            for name in names
+        ],
+    )
+
+
+def _declared(value: str | None) -> str | None:
+    """A logged setting, None where the resolved config held none (logged as "null")."""
+    return None if value in (None, "", "null", "None") else value
+
+
+@dataclass
 class Study:
     """A study as MLflow holds it, with what its spec says it was (`load_study`)."""
 
@@ -92,6 +138,7 @@ class Study:
     report: ReportConfig = field(default_factory=ReportConfig)  # how effects are decided
     base_origin: str | None = None  # "base dequantized from 4-bit Q4_1 weights (...)"
     references: list[dict] = field(default_factory=list)  # study/reference.json's checks
+    provenance: Provenance = field(default_factory=Provenance)
     _records: dict[str, dict[str, list[dict]]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -328,6 +375,7 @@ def load_study(name: str, tracking_uri: str, exp: Experiment | None = None) -> S
         else ReportConfig(),
         base_origin=spec.base_origin if spec is not None else None,
         references=_references(client, parent.info.run_id) if parent is not None else [],
+        provenance=_provenance(parent, children, exp),
     )
 
 

@@ -141,6 +141,7 @@ def study_blocks(study: Study, effects: Effects | None = None) -> list[Block]:
     if study.base_origin:
         blocks.append(Para(f"Base model: {study.base_origin[:1].upper()}{study.base_origin[1:]}."))
     blocks += _reference_blocks(study)
+    blocks += _provenance_blocks(study)
     objectives = study.objectives
     if objectives or study.constraints:
         blocks.append(
@@ -382,6 +383,32 @@ def _detectable_blocks(study: Study, best: list[Trial]) -> list[Block]:
         "are not decided by these suites; more items (or replicates) are needed."
     )
     return [note, Table(headers, rows)]
+
+
+def _provenance_blocks(study: Study) -> list[Block]:
+    """The commit, command and machine the numbers came from, and the data with its licences."""
+    p = study.provenance
+    commits = ", ".join(c[:12] + ("-dirty" if c.endswith("-dirty") else "") for c in p.commits)
+    commits = commits or "not recorded"
+    lines = [
+        f"Code: commit {commits}"
+        + (" (the trials ran at different commits)" if len(p.commits) > 1 else "")
+        + ". Command: "
+        + (f"`{p.command}`" if p.command else "not recorded")
+        + ". Machine: "
+        + (p.machine or "not recorded")
+        + "."
+    ]
+    if p.versions:
+        lines.append(f"Libraries: {p.versions}.")
+    blocks: list[Block] = [Para(" ".join(lines))]
+    if p.sources:
+        rows = [
+            [s["name"], s["path"] or "", (s["sha256"] or "")[:12], s["licence"] or "not declared"]
+            for s in p.sources
+        ]
+        blocks.append(Table(["data source", "path", "sha256", "licence"], rows))
+    return blocks
 
 
 def _resolve_target(
