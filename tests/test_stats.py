@@ -23,6 +23,7 @@ from harness.stats.decision import (
     items_to_decide,
     margin_tests,
     min_detectable_effect,
+    seeds_to_decide,
     verdict,
     verdicts,
 )
@@ -336,8 +337,16 @@ def test_items_to_decide_gives_the_promised_power_in_a_15_cell_table() -> None:
     decided = [effect(n).p_value * cells <= 0.05 for _ in range(200)]
     assert 0.7 <= np.mean(decided) <= 0.92
     assert np.mean([effect(n // 10).p_value * cells <= 0.05 for _ in range(100)]) < 0.3
-    seedy = type(pilot)(**{**pilot.__dict__, "shift_var": (change / 4) ** 2})
+    shift = (change / 4) ** 2  # seeds shifting whole runs, more than the change allows
+    v_items = pilot.se**2 - pilot.shift_var
+    seedy = type(pilot)(**{**pilot.__dict__, "shift_var": shift, "se": np.sqrt(v_items + shift)})
     assert items_to_decide(seedy, cells) is None
+    # ... there the runs per configuration say what would: the shift variance falls as 1/runs
+    seeds = seeds_to_decide(seedy, cells)
+    assert seeds is not None and seeds > 2
+    z = t_quantile(1 - 0.05 / (2 * cells), pilot.df) + t_quantile(0.8, pilot.df)
+    assert z * np.sqrt(v_items + seedy.shift_var * 2 / seeds) <= change
+    assert z * np.sqrt(v_items + seedy.shift_var * 2 / (seeds - 1)) > change
     assert items_to_decide(type(pilot)(**{**pilot.__dict__, "diff": 0.0}), cells) is None
 
 

@@ -23,6 +23,7 @@ from harness.stats.decision import (
     margin_p,
     margin_tests,
     min_detectable_effect,
+    seeds_to_decide,
     verdict,
     verdicts,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "pooled_comparison",
     "pooled_effect",
     "seed_noise",
+    "seeds_to_decide",
     "verdict",
     "verdicts",
 ]

@@ -272,6 +272,27 @@ def items_to_decide(
     return max(1, math.ceil(effect.n * v_items / room))
 
 
+def seeds_to_decide(
+    effect: PooledEffect, cells: int = 1, *, alpha: float = 0.05, power: float = 0.8
+) -> int | None:
+    """Runs (seeds) per configuration at which an effect of the size observed would be decided
+    with `power` at the same items, for a cell whose seed noise no number of items removes
+    (`items_to_decide` is None): the shift part of the variance falls as 1 / runs, item noise
+    is held as it is and the t keeps its degrees of freedom (both conservative). None when the
+    item noise alone is too large at these items (more items and seeds), or no change is seen."""
+    if cells < 1:
+        raise HarnessError(f"seeds_to_decide: cells must be >= 1, got {cells}")
+    if abs(effect.diff) < 1e-12 or effect.se <= 0 or effect.shift_var <= 0:
+        return None
+    alpha, power = _check_confidence(alpha, "alpha"), _check_confidence(power, "power")
+    z = t_quantile(1.0 - alpha / (2 * cells), effect.df) + t_quantile(power, effect.df)
+    v_items = max(effect.se**2 - effect.shift_var, 0.0)
+    room = (effect.diff / z) ** 2 - v_items
+    if room <= 0:
+        return None
+    return max(effect.runs, math.ceil(effect.runs * effect.shift_var / room))
+
+
 def min_detectable_effect(
     n: int,
     *,

@@ -31,7 +31,7 @@ from harness.stats.comparison import (
     pooled_effect,
     seed_noise,
 )
-from harness.stats.decision import decide_effects, items_to_decide
+from harness.stats.decision import decide_effects, items_to_decide, seeds_to_decide
 from harness.stats.pareto import best_of
 from harness.study.tracking import client_for
 from harness.util.errors import HarnessError
@@ -514,6 +514,7 @@ class Effect:
     p_adjusted: float = 1.0
     decided: bool = False
     items_to_decide: int | None = None  # undecided cells: items that would decide this diff
+    seeds_to_decide: int | None = None  # ... or runs per configuration, where seeds dominate
 
     def to_dict(self) -> dict[str, Any]:
         e = self.estimate
@@ -534,6 +535,7 @@ class Effect:
             "p_adjusted": self.p_adjusted,
             "decided": self.decided,
             "items_to_decide": self.items_to_decide,
+            "seeds_to_decide": self.seeds_to_decide,
         }
 
 
@@ -649,6 +651,7 @@ def main_effects(study: Study, *, method: str | None = None) -> Effects:
             p_adjusted=q,
             decided=ok,
             items_to_decide=None if ok else items_to_decide(cell[4], len(cells), alpha=ALPHA),
+            seeds_to_decide=None if ok else seeds_to_decide(cell[4], len(cells), alpha=ALPHA),
         )
         for cell, (q, ok) in zip(cells, decided, strict=True)
     ]

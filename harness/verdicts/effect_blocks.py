@@ -33,7 +33,7 @@ def effect_blocks(study: Study, effects: Effects) -> list[Block]:
         blocks.append(Para(effects_header(effects)))
         headers = ["factor", "level", "reference", "metric", "diff", "95% interval", "n",
                    "pairs", "replicates", "p", f"p ({METHOD_NAMES[effects.method]})",
-                   "decided", "items to decide"]  # fmt: skip
+                   "decided", "to decide"]  # fmt: skip
         rows = [
             [e.factor, e.level, e.reference, e.metric, fmt_num(e.estimate.diff),
              f"[{fmt_num(e.estimate.low)}, {fmt_num(e.estimate.high)}]",
@@ -88,10 +88,12 @@ def effects_header(effects: Effects) -> str:
         f"Multiplicity: p-values adjusted over all {len(effects.rows)} cells with "
         f"{METHOD_NAMES[effects.method]} ({METHOD_MEANING[effects.method]}); an experiment "
         f"chooses {METHOD_NAMES[other]} with `report: {{multiplicity: {other}}}`. Decided: "
-        "adjusted p <= 0.05 with seed noise in the interval. Items to decide (undecided "
+        "adjusted p <= 0.05 with seed noise in the interval. To decide (undecided "
         "cells): the items per configuration at which a change of this size would be decided "
         "with 80% power (Bonferroni over the cells, two-sided; item noise shrinks with items, "
-        "seed noise does not), taking the observed change for the true one."
+        "seeds shifting whole runs do not), or where those seeds outweigh what items can do, "
+        "the runs per configuration at these items; it takes the observed change for the true "
+        "one."
     )
     seeds = {m: df for m, df in effects.seed_df.items() if any(e.metric == m for e in effects.rows)}
     if seeds and all(df is None for df in seeds.values()):
@@ -120,9 +122,11 @@ def to_decide(e: Effect) -> str:
         return ""
     if abs(e.estimate.diff) < 1e-12:
         return "no change seen"
-    if e.items_to_decide is None:
-        return "more seeds (seed noise alone)"
-    return f"~{e.items_to_decide:,}"
+    if e.items_to_decide is not None:
+        return f"~{e.items_to_decide:,} items"
+    if e.seeds_to_decide is not None:  # seeds shifting whole runs outweigh what items can do
+        return f"~{e.seeds_to_decide} seeds"
+    return "more items and seeds"
 
 
 def decided_sentence(effects: Effects) -> str:
@@ -135,7 +139,7 @@ def decided_sentence(effects: Effects) -> str:
         return (
             "No effect is decided: no adjusted p-value is at most 0.05 with seed noise "
             "included, so these trials cannot tell the levels apart; more items or replicates "
-            "would (items to decide: how many, at the observed size)."
+            "would (to decide: how many, at the observed size)."
         )
     text = "Decided (adjusted p <= 0.05): " + "; ".join(
         f"{name(e)}: {fmt_num(e.estimate.diff)}" for e in decided
