@@ -19,11 +19,11 @@ from harness.stats.comparison import (
 )
 from harness.stats.decision import (
     adjust_p,
+    design_to_decide,
     items_needed,
     items_to_decide,
     margin_tests,
     min_detectable_effect,
-    seeds_to_decide,
     verdict,
     verdicts,
 )
@@ -342,11 +342,18 @@ def test_items_to_decide_gives_the_promised_power_in_a_15_cell_table() -> None:
     seedy = type(pilot)(**{**pilot.__dict__, "shift_var": shift, "se": np.sqrt(v_items + shift)})
     assert items_to_decide(seedy, cells) is None
     # ... there the runs per configuration say what would: the shift variance falls as 1/runs
-    seeds = seeds_to_decide(seedy, cells)
-    assert seeds is not None and seeds > 2
+    items, seeds = design_to_decide(seedy, cells)
+    assert items == seedy.n and seeds > 2
     z = t_quantile(1 - 0.05 / (2 * cells), pilot.df) + t_quantile(0.8, pilot.df)
-    assert z * np.sqrt(v_items + seedy.shift_var * 2 / seeds) <= change
-    assert z * np.sqrt(v_items + seedy.shift_var * 2 / (seeds - 1)) > change
+    assert z * np.sqrt(v_items + shift * 2 / seeds) <= change
+    assert z * np.sqrt(v_items + shift * 2 / (seeds - 1)) > change
+    assert design_to_decide(pilot, cells) == (n, 2)  # items alone do it
+    # too few items and too much seed noise: both, each with half the allowed variance
+    few = type(pilot)(**{**seedy.__dict__, "se": np.sqrt(v_items * 40 + shift), "n": 100})
+    items, seeds = design_to_decide(few, cells)
+    assert items > 100 and seeds > 2
+    assert z * np.sqrt(v_items * 40 * 100 / items + shift * 2 / seeds) <= change
+    assert design_to_decide(type(pilot)(**{**pilot.__dict__, "diff": 0.0}), cells) is None
     assert items_to_decide(type(pilot)(**{**pilot.__dict__, "diff": 0.0}), cells) is None
 
 

@@ -17,13 +17,13 @@ from harness.stats.comparison import (
 from harness.stats.decision import (
     adjust_p,
     decide_effects,
+    design_to_decide,
     items_needed,
     items_to_decide,
     judge_release,
     margin_p,
     margin_tests,
     min_detectable_effect,
-    seeds_to_decide,
     verdict,
     verdicts,
 )
@@ -37,6 +37,7 @@ __all__ = [
     "SeedNoise",
     "adjust_p",
     "decide_effects",
+    "design_to_decide",
     "judge_release",
     "items_needed",
     "items_to_decide",
@@ -47,7 +48,6 @@ __all__ = [
     "pooled_comparison",
     "pooled_effect",
     "seed_noise",
-    "seeds_to_decide",
     "verdict",
     "verdicts",
 ]

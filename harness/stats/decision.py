@@ -272,25 +272,34 @@ def items_to_decide(
     return max(1, math.ceil(effect.n * v_items / room))
 
 
-def seeds_to_decide(
+def design_to_decide(
     effect: PooledEffect, cells: int = 1, *, alpha: float = 0.05, power: float = 0.8
-) -> int | None:
-    """Runs (seeds) per configuration at which an effect of the size observed would be decided
-    with `power` at the same items, for a cell whose seed noise no number of items removes
-    (`items_to_decide` is None): the shift part of the variance falls as 1 / runs, item noise
-    is held as it is and the t keeps its degrees of freedom (both conservative). None when the
-    item noise alone is too large at these items (more items and seeds), or no change is seen."""
+) -> tuple[int, int] | None:
+    """(items, runs) per configuration at which an effect of the size observed would be
+    decided with `power`, so an undecided cell says what would settle it.
+
+    Item noise falls as 1 / items and seeds shifting whole runs (`effect.shift_var`) as
+    1 / runs; the t keeps its degrees of freedom and item noise is not credited with the runs
+    averaging it (both conservative). The design is the first that works of: more items at
+    these runs (`items_to_decide`); more runs at these items; else both, each given half of
+    the variance the decision allows. None when no change is seen."""
     if cells < 1:
-        raise HarnessError(f"seeds_to_decide: cells must be >= 1, got {cells}")
-    if abs(effect.diff) < 1e-12 or effect.se <= 0 or effect.shift_var <= 0:
+        raise HarnessError(f"design_to_decide: cells must be >= 1, got {cells}")
+    if abs(effect.diff) < 1e-12 or effect.se <= 0:
         return None
+    items = items_to_decide(effect, cells, alpha=alpha, power=power)
+    if items is not None:
+        return items, effect.runs
     alpha, power = _check_confidence(alpha, "alpha"), _check_confidence(power, "power")
     z = t_quantile(1.0 - alpha / (2 * cells), effect.df) + t_quantile(power, effect.df)
-    v_items = max(effect.se**2 - effect.shift_var, 0.0)
-    room = (effect.diff / z) ** 2 - v_items
-    if room <= 0:
-        return None
-    return max(effect.runs, math.ceil(effect.runs * effect.shift_var / room))
+    allowed = (effect.diff / z) ** 2
+    v_items, shift = max(effect.se**2 - effect.shift_var, 0.0), effect.shift_var
+    if v_items < allowed:  # the items suffice; seeds are what is missing
+        return effect.n, max(effect.runs, math.ceil(effect.runs * shift / (allowed - v_items)))
+    return (
+        max(effect.n, math.ceil(effect.n * v_items / (allowed / 2))),
+        max(effect.runs, math.ceil(effect.runs * shift / (allowed / 2))),
+    )
 
 
 def min_detectable_effect(

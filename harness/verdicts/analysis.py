@@ -31,7 +31,7 @@ from harness.stats.comparison import (
     pooled_effect,
     seed_noise,
 )
-from harness.stats.decision import decide_effects, items_to_decide, seeds_to_decide
+from harness.stats.decision import decide_effects, design_to_decide
 from harness.stats.pareto import best_of
 from harness.study.tracking import client_for
 from harness.util.errors import HarnessError
@@ -513,8 +513,9 @@ class Effect:
     estimate: PooledEffect
     p_adjusted: float = 1.0
     decided: bool = False
-    items_to_decide: int | None = None  # undecided cells: items that would decide this diff
-    seeds_to_decide: int | None = None  # ... or runs per configuration, where seeds dominate
+    # undecided cells: items and runs per configuration that would decide a change this size
+    items_to_decide: int | None = None
+    seeds_to_decide: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         e = self.estimate
@@ -645,16 +646,13 @@ def main_effects(study: Study, *, method: str | None = None) -> Effects:
                 if estimate is not None:
                     cells.append((factor, level, levels[0], metric.name, estimate))
     decided = decide_effects([c[4] for c in cells], out.method, alpha=ALPHA)
-    out.rows = [
-        Effect(
-            *cell,
-            p_adjusted=q,
-            decided=ok,
-            items_to_decide=None if ok else items_to_decide(cell[4], len(cells), alpha=ALPHA),
-            seeds_to_decide=None if ok else seeds_to_decide(cell[4], len(cells), alpha=ALPHA),
+    out.rows = []
+    for cell, (q, ok) in zip(cells, decided, strict=True):
+        design = None if ok else design_to_decide(cell[4], len(cells), alpha=ALPHA)
+        items, seeds = design or (None, None)
+        out.rows.append(
+            Effect(*cell, p_adjusted=q, decided=ok, items_to_decide=items, seeds_to_decide=seeds)
         )
-        for cell, (q, ok) in zip(cells, decided, strict=True)
-    ]
     return out
 
 

@@ -91,9 +91,8 @@ def effects_header(effects: Effects) -> str:
         "adjusted p <= 0.05 with seed noise in the interval. To decide (undecided "
         "cells): the items per configuration at which a change of this size would be decided "
         "with 80% power (Bonferroni over the cells, two-sided; item noise shrinks with items, "
-        "seeds shifting whole runs do not), or where those seeds outweigh what items can do, "
-        "the runs per configuration at these items; it takes the observed change for the true "
-        "one."
+        "seeds shifting whole runs do not), else the seeds (runs) per configuration, else "
+        "both; it takes the observed change for the true one."
     )
     seeds = {m: df for m, df in effects.seed_df.items() if any(e.metric == m for e in effects.rows)}
     if seeds and all(df is None for df in seeds.values()):
@@ -122,11 +121,14 @@ def to_decide(e: Effect) -> str:
         return ""
     if abs(e.estimate.diff) < 1e-12:
         return "no change seen"
-    if e.items_to_decide is not None:
-        return f"~{e.items_to_decide:,} items"
-    if e.seeds_to_decide is not None:  # seeds shifting whole runs outweigh what items can do
-        return f"~{e.seeds_to_decide} seeds"
-    return "more items and seeds"
+    items, seeds = e.items_to_decide, e.seeds_to_decide
+    if items is None or seeds is None:
+        return ""
+    if seeds == e.estimate.runs:
+        return f"~{items:,} items"
+    if items == e.estimate.n:
+        return f"~{seeds} seeds"
+    return f"~{items:,} items x {seeds} seeds"
 
 
 def decided_sentence(effects: Effects) -> str:
