@@ -151,9 +151,8 @@ class PooledEffect:
     df: float = math.inf
     clusters: int = 0
     seed_noise: bool = True
-    shift_var: float = (
-        0.0  # the part of se^2 from seeds shifting whole runs: items do not shrink it
-    )
+    # the part of se^2 from seeds shifting whole runs: more items do not shrink it
+    shift_var: float = 0.0
 
     @property
     def decided(self) -> bool:

@@ -247,6 +247,15 @@ def items_needed(
     return max(1, math.ceil(n - 1e-9))
 
 
+def _decision_z(effect: PooledEffect, cells: int, alpha: float, power: float, name: str) -> float:
+    """t quantiles of a two-sided test at Bonferroni's alpha / cells plus `power`, at the
+    effect's degrees of freedom (seed noise from few runs keeps them small, whatever the items)."""
+    if cells < 1:
+        raise HarnessError(f"{name}: cells must be >= 1, got {cells}")
+    alpha, power = _check_confidence(alpha, "alpha"), _check_confidence(power, "power")
+    return t_quantile(1.0 - alpha / (2 * cells), effect.df) + t_quantile(power, effect.df)
+
+
 def items_to_decide(
     effect: PooledEffect, cells: int = 1, *, alpha: float = 0.05, power: float = 0.8
 ) -> int | None:
@@ -254,17 +263,14 @@ def items_to_decide(
     `power`, so an undecided cell of an effects table says what would settle it.
 
     The table's adjusted level is taken as Bonferroni's alpha / cells (Holm's first step; a
-    bound for Benjamini-Hochberg too), two-sided, at the effect's t degrees of freedom. Item noise shrinks with items; seeds shifting
-    whole runs (`effect.shift_var`) do not, only more seeds do. None when the observed
-    difference is zero or seed noise alone keeps it undecided at any number of items. Like
-    `items_needed`, it takes the observed difference for the true one: an estimate."""
-    if cells < 1:
-        raise HarnessError(f"items_to_decide: cells must be >= 1, got {cells}")
+    bound for Benjamini-Hochberg too), two-sided, at the effect's t degrees of freedom. Item
+    noise shrinks with items; seeds shifting whole runs (`effect.shift_var`) do not, only more
+    seeds do. None when the observed difference is zero or seed noise alone keeps it undecided
+    at any number of items. Like `items_needed`, it takes the observed difference for the true
+    one: an estimate."""
+    z = _decision_z(effect, cells, alpha, power, "items_to_decide")
     if abs(effect.diff) < 1e-12 or effect.se <= 0:
         return None
-    alpha, power = _check_confidence(alpha, "alpha"), _check_confidence(power, "power")
-    df = effect.df  # seed noise from few runs keeps it small, whatever the items
-    z = t_quantile(1.0 - alpha / (2 * cells), df) + t_quantile(power, df)
     v_items = max(effect.se**2 - effect.shift_var, 0.0)
     room = (effect.diff / z) ** 2 - effect.shift_var
     if room <= 0 or v_items <= 0:
@@ -283,15 +289,12 @@ def design_to_decide(
     averaging it (both conservative). The design is the first that works of: more items at
     these runs (`items_to_decide`); more runs at these items; else both, each given half of
     the variance the decision allows. None when no change is seen."""
-    if cells < 1:
-        raise HarnessError(f"design_to_decide: cells must be >= 1, got {cells}")
+    z = _decision_z(effect, cells, alpha, power, "design_to_decide")
     if abs(effect.diff) < 1e-12 or effect.se <= 0:
         return None
     items = items_to_decide(effect, cells, alpha=alpha, power=power)
     if items is not None:
         return items, effect.runs
-    alpha, power = _check_confidence(alpha, "alpha"), _check_confidence(power, "power")
-    z = t_quantile(1.0 - alpha / (2 * cells), effect.df) + t_quantile(power, effect.df)
     allowed = (effect.diff / z) ** 2
     v_items, shift = max(effect.se**2 - effect.shift_var, 0.0), effect.shift_var
     if v_items < allowed:  # the items suffice; seeds are what is missing
