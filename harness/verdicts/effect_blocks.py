@@ -116,7 +116,7 @@ def decision(e: Effect) -> str:
 
 
 def to_decide(e: Effect) -> str:
-    """What would settle an undecided cell: items per configuration at this diff, or seeds."""
+    """What would settle an undecided cell at its diff: items, seeds, or both per configuration."""
     if e.decided or not e.estimate.seed_noise:
         return ""
     if abs(e.estimate.diff) < 1e-12:
