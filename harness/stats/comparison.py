@@ -485,8 +485,10 @@ def _combine(
     codes: np.ndarray,
     g: int,
     noises: Sequence[SeedNoise | None],
-) -> tuple[float, float, float, float]:
-    """(estimate, se, df, seed part of se^2) of sum_c w_c mean(configuration c).
+) -> tuple[float, float, float, float, float]:
+    """(estimate, se, df, seed part of se^2, shift part of se^2) of sum_c w_c mean(configuration
+    c). The shift part is what seeds add by moving whole runs (run_var less resid_var, the part
+    from single items): more items do not shrink it, as they shrink the rest.
 
     `noises[c]` is configuration c's seed noise (configurations sharing one estimate share the
     object). Without any, the variance is the clustered item variance of the per-item contrast
@@ -497,7 +499,7 @@ def _combine(
     v_items = _cluster_var(d, codes, g)
     df_items = float(max(g - 1, 1))
     if all(x is None for x in noises):
-        return float(d.mean()), math.sqrt(v_items), df_items, 0.0
+        return float(d.mean()), math.sqrt(v_items), df_items, 0.0, 0.0
     parts: dict[int, list] = {}  # id(noise) -> [noise, sum of w^2 / runs]
     for w, m, x in zip(weights, mats, noises, strict=True):
         if x is None:
@@ -506,11 +508,12 @@ def _combine(
     seeds = [(x.run_var * k, x.df) for x, k in parts.values()]
     v_items = max(0.0, v_items - sum(x.resid_var * k for x, k in parts.values()))
     v_seed = sum(v for v, _ in seeds)
+    v_shift = sum(max(x.run_var - x.resid_var, 0.0) * k for x, k in parts.values())
     v = v_seed + v_items
     if v <= 0:
-        return float(d.mean()), 0.0, float(min(df for _, df in seeds)), 0.0
+        return float(d.mean()), 0.0, float(min(df for _, df in seeds)), 0.0, 0.0
     df = v * v / (sum(s * s / df for s, df in seeds) + v_items * v_items / df_items)
-    return float(d.mean()), math.sqrt(v), df, v_seed
+    return float(d.mean()), math.sqrt(v), df, v_seed, v_shift
 
 
 def _t_tests(diff: float, se: float, df: float, delta: float = 0.0) -> tuple[float, float]:
@@ -592,7 +595,7 @@ def pooled_comparison(
         noises = [x or y for x, y in zip(noises, noises[::-1], strict=True)]
     if fixed_baseline and noises[1] is not None:
         noises[0] = FIXED
-    diff, se, df, v_seed = _combine([ma, mb], [-1.0, 1.0], codes, g, noises)
+    diff, se, df, v_seed, _ = _combine([ma, mb], [-1.0, 1.0], codes, g, noises)
     noise = noises[1]
     if replicated and (ma.min() >= 0) and (mb.max() <= 1) and (ma.max() <= 1) and (mb.min() >= 0):
         se = max(se, 1.0 / g)  # no disagreement seen is not none possible: as if one family did
@@ -714,15 +717,9 @@ def pooled_effect(
             c.diff, c.ci_low, c.ci_high, confidence, n, 1, runs, c.interval, c.p_value, c.se,
             c.df, g, seed_noise=False,
         )  # fmt: skip
-    diff, se, df, _ = _combine(mats, weights, codes, g, [noise] * len(mats))
+    diff, se, df, _, shift = _combine(mats, weights, codes, g, [noise] * len(mats))
     q = t_quantile(0.5 + confidence / 2.0, df) if se > 0 else 0.0
     above, below = _t_tests(diff, se, df)
-    # a run's mean moves with its seed by a shift of the whole run (run_var less the part from
-    # single items, resid_var, which shrinks with more items as item noise does)
-    shift = 0.0
-    if noise is not None:
-        k = sum(w * w / m.shape[0] for w, m in zip(weights, mats, strict=True))
-        shift = k * max(noise.run_var - noise.resid_var, 0.0)
     return PooledEffect(
         diff=diff,
         low=diff - q * se,
