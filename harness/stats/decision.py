@@ -247,13 +247,27 @@ def items_needed(
     return max(1, math.ceil(n - 1e-9))
 
 
-def _decision_z(effect: PooledEffect, cells: int, alpha: float, power: float, name: str) -> float:
-    """t quantiles of a two-sided test at Bonferroni's alpha / cells plus `power`, at the
-    effect's degrees of freedom (seed noise from few runs keeps them small, whatever the items)."""
+def _variance_budget(
+    effect: PooledEffect, cells: int, alpha: float, power: float, name: str
+) -> tuple[float, float, float] | None:
+    """(the variance at which a two-sided test at Bonferroni's alpha / cells decides the
+    observed change with `power`, its item part now, its shift part now), t quantiles at the
+    effect's degrees of freedom (seed noise from few runs keeps them small, whatever the
+    items). None when no change is seen."""
     if cells < 1:
         raise HarnessError(f"{name}: cells must be >= 1, got {cells}")
     alpha, power = _check_confidence(alpha, "alpha"), _check_confidence(power, "power")
-    return t_quantile(1.0 - alpha / (2 * cells), effect.df) + t_quantile(power, effect.df)
+    if abs(effect.diff) < 1e-12 or effect.se <= 0:
+        return None
+    z = t_quantile(1.0 - alpha / (2 * cells), effect.df) + t_quantile(power, effect.df)
+    return (effect.diff / z) ** 2, max(effect.se**2 - effect.shift_var, 0.0), effect.shift_var
+
+
+def _items_within(n: int, v_items: float, room: float) -> int | None:
+    """Items at which item noise (`v_items` at n items) fits in `room`, or None."""
+    if room <= 0 or v_items <= 0:
+        return None
+    return max(1, math.ceil(n * v_items / room))
 
 
 def items_to_decide(
@@ -268,14 +282,11 @@ def items_to_decide(
     seeds do. None when the observed difference is zero or seed noise alone keeps it undecided
     at any number of items. Like `items_needed`, it takes the observed difference for the true
     one: an estimate."""
-    z = _decision_z(effect, cells, alpha, power, "items_to_decide")
-    if abs(effect.diff) < 1e-12 or effect.se <= 0:
+    budget = _variance_budget(effect, cells, alpha, power, "items_to_decide")
+    if budget is None:
         return None
-    v_items = max(effect.se**2 - effect.shift_var, 0.0)
-    room = (effect.diff / z) ** 2 - effect.shift_var
-    if room <= 0 or v_items <= 0:
-        return None
-    return max(1, math.ceil(effect.n * v_items / room))
+    allowed, v_items, shift = budget
+    return _items_within(effect.n, v_items, allowed - shift)
 
 
 def design_to_decide(
@@ -289,14 +300,13 @@ def design_to_decide(
     averaging it (both conservative). The design is the first that works of: more items at
     these runs (`items_to_decide`); more runs at these items; else both, each given half of
     the variance the decision allows. None when no change is seen."""
-    z = _decision_z(effect, cells, alpha, power, "design_to_decide")
-    if abs(effect.diff) < 1e-12 or effect.se <= 0:
+    budget = _variance_budget(effect, cells, alpha, power, "design_to_decide")
+    if budget is None:
         return None
-    items = items_to_decide(effect, cells, alpha=alpha, power=power)
+    allowed, v_items, shift = budget
+    items = _items_within(effect.n, v_items, allowed - shift)
     if items is not None:
         return items, effect.runs
-    allowed = (effect.diff / z) ** 2
-    v_items, shift = max(effect.se**2 - effect.shift_var, 0.0), effect.shift_var
     if v_items < allowed:  # the items suffice; seeds are what is missing
         return effect.n, max(effect.runs, math.ceil(effect.runs * shift / (allowed - v_items)))
     return (
